@@ -1,0 +1,35 @@
+# Two commands do everything: `make run` (the workbench on data_samples/) and `make test` (the whole suite).
+# Both create .venv on first use and reinstall only when requirements.txt or pyproject.toml change.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: run test install lint format bench clean
+
+run: $(STAMP)
+	$(BIN)/hico demo
+
+test: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/python -m pytest
+
+install: $(STAMP)
+
+$(STAMP): requirements.txt pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -r requirements.txt
+	$(BIN)/python -m pip install -q --no-deps -e .
+	touch $(STAMP)
+
+lint: $(STAMP)
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+bench: $(STAMP)
+	$(BIN)/python bench/data_throughput.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info

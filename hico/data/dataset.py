@@ -1,0 +1,249 @@
+"""Datasets of ultrasound videos: find the videos, their classes and patients, and load their frames.
+
+Two on-disk layouts are read, and can be mixed:
+
+- frame folders (the USCL/HiCo authors' layout): ``root/<class>/<video>/<n>.jpg|png``;
+- raw clips: ``root/<class>/<video>.mp4|avi|mpeg|mov|gif``; a still image ``root/<class>/<name>.jpg`` is a
+  one-frame video. Files directly under ``root`` get the class ``unlabelled``.
+
+An optional ``root/index.csv`` (columns ``file, video_id, class`` and optionally ``split_group``; other columns
+are ignored) overrides the folder names: rows that share a ``video_id`` are the frames of one video. Without a
+``split_group`` column the ``patient_id`` column is used, and without either each video is its own group.
+
+Frames are always ordered by the numbers in their names (``frame_2`` before ``frame_10``).
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from hico.data.cache import FrameCache
+from hico.data.decode import DecodeError, is_image, is_video, natural_key
+
+UNLABELLED = "unlabelled"
+INDEX_FILE = "index.csv"
+
+
+class DatasetError(ValueError):
+    """The dataset cannot be used as given (missing folder, empty, malformed index). One-line message."""
+
+
+@dataclass(frozen=True)
+class Video:
+    """One video: its id, class, patient group and the file(s) its frames come from.
+
+    ``files`` is one clip, one still image, or the ordered frame files of a frame folder.
+    """
+
+    video_id: str
+    label: str
+    group: str
+    files: tuple[Path, ...]
+
+    @property
+    def kind(self) -> str:
+        """``clip``, ``image`` (a one-frame video) or ``frames`` (a frame folder)."""
+        if len(self.files) == 1:
+            return "clip" if is_video(self.files[0]) else "image"
+        return "frames"
+
+
+@dataclass
+class VideoDataset:
+    """The videos of one dataset, with their frames loaded on demand through a :class:`FrameCache`.
+
+    Build it with :func:`scan`. ``frames(i)`` returns video ``i`` as a (T, S, S) uint8 array.
+    """
+
+    root: Path
+    videos: list[Video]
+    cache: FrameCache
+    unreadable: list[tuple[Path, str]] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.videos)
+
+    @property
+    def classes(self) -> list[str]:
+        """Sorted class names (the index of a class in this list is its integer label)."""
+        return sorted({v.label for v in self.videos})
+
+    @property
+    def labels(self) -> np.ndarray:
+        """Integer class of each video, (V,) int64, indexing :attr:`classes`."""
+        lookup = {c: i for i, c in enumerate(self.classes)}
+        return np.array([lookup[v.label] for v in self.videos], dtype=np.int64)
+
+    @property
+    def groups(self) -> np.ndarray:
+        """Patient group of each video, (V,) str."""
+        return np.array([v.group for v in self.videos])
+
+    def frames(self, i: int) -> np.ndarray:
+        """Frames of video ``i``, (T, S, S) uint8 (decoded once, then served from the cache)."""
+        return self.cache.load(self.videos[i].files)
+
+    def n_frames(self, i: int) -> int:
+        """Number of frames of video ``i``."""
+        return len(self.frames(i))
+
+    def load_all(self, workers: int | None = None, progress: bool = True) -> VideoDataset:
+        """Decode every video once (in threads), moving the ones that fail to :attr:`unreadable`.
+
+        After this every ``frames(i)`` is served from the cache, so training never decodes again. Returns self.
+        """
+        from tqdm.auto import tqdm
+
+        workers = workers or min(8, os.cpu_count() or 1)
+
+        def load(v: Video) -> str | None:
+            try:
+                self.cache.load(v.files)
+                return None
+            except (DecodeError, OSError) as e:
+                return str(e)
+
+        with ThreadPoolExecutor(workers) as pool:
+            results = list(
+                tqdm(
+                    pool.map(load, self.videos),
+                    total=len(self.videos),
+                    desc=f"decoding {self.root.name or self.root}",
+                    unit="video",
+                    disable=not progress,
+                )
+            )
+        bad = [(v, err) for v, err in zip(self.videos, results, strict=True) if err is not None]
+        self.unreadable += [(v.files[0], err) for v, err in bad]
+        self.videos = [v for v, err in zip(self.videos, results, strict=True) if err is None]
+        return self
+
+    def subset(self, indices: Iterable[int]) -> VideoDataset:
+        """A dataset of the chosen videos, sharing this one's cache."""
+        return VideoDataset(self.root, [self.videos[i] for i in indices], self.cache, list(self.unreadable))
+
+    def with_classes(self, classes: Sequence[str]) -> VideoDataset:
+        """The videos of the named classes only; an unknown class name is an error naming it."""
+        unknown = sorted(set(classes) - set(self.classes))
+        if unknown:
+            raise DatasetError(f"unknown class {unknown[0]!r}: {self.root} has {', '.join(self.classes)}")
+        keep = set(classes)
+        return self.subset(i for i, v in enumerate(self.videos) if v.label in keep)
+
+    def summary(self) -> dict:
+        """Counts: ``{"videos", "frames", "classes": {class: videos}, "groups", "unreadable": [paths]}``."""
+        return {
+            "videos": len(self.videos),
+            "frames": int(sum(self.n_frames(i) for i in range(len(self)))),
+            "classes": dict(sorted(Counter(v.label for v in self.videos).items())),
+            "groups": len({v.group for v in self.videos}),
+            "unreadable": [str(p) for p, _ in self.unreadable],
+        }
+
+
+def scan(root: str | Path, size: int = 256, cache_dir: str | Path | None = None, index: bool = True) -> VideoDataset:
+    """Find the videos under ``root`` (nothing is decoded yet; see :meth:`VideoDataset.load_all`).
+
+    Args:
+        root: dataset folder (see the module docstring for the layouts).
+        size: working size S of the cached frames.
+        cache_dir: disk cache folder, or None for memory only.
+        index: read ``root/index.csv`` when present.
+
+    Raises:
+        DatasetError: the folder does not exist, holds no video, or its index is malformed.
+    """
+    root = Path(root).expanduser()
+    if not root.exists():
+        raise DatasetError(f"dataset folder {root} does not exist")
+    if not root.is_dir():
+        raise DatasetError(f"{root} is not a folder: give the dataset's root folder")
+    cache = FrameCache(size, cache_dir)
+    if index and (root / INDEX_FILE).is_file():
+        videos, missing = _from_index(root, root / INDEX_FILE)
+    else:
+        videos, missing = _from_folders(root), []
+    if not videos:
+        raise DatasetError(
+            f"no videos found under {root}: expected <class>/<video>.mp4|avi|mpeg|mov|gif, "
+            "<class>/<video>/<n>.jpg|png, or an index.csv"
+        )
+    return VideoDataset(root, videos, cache, missing)
+
+
+def _from_folders(root: Path) -> list[Video]:
+    videos: list[Video] = []
+    for entry in sorted(_visible(root), key=lambda p: natural_key(p.name)):
+        if entry.is_dir():
+            videos += _videos_in_class(entry, entry.name, root)
+        elif is_video(entry) or is_image(entry):
+            videos.append(_video(entry.relative_to(root), UNLABELLED, (entry,)))
+    return videos
+
+
+def _videos_in_class(folder: Path, label: str, root: Path) -> list[Video]:
+    videos = []
+    for entry in sorted(_visible(folder), key=lambda p: natural_key(p.name)):
+        if entry.is_dir():
+            frames = sorted((f for f in _visible(entry) if is_image(f)), key=lambda p: natural_key(p.name))
+            if frames:
+                videos.append(_video(entry.relative_to(root), label, tuple(frames)))
+        elif is_video(entry) or is_image(entry):
+            videos.append(_video(entry.relative_to(root), label, (entry,)))
+    return videos
+
+
+def _video(rel: Path, label: str, files: tuple[Path, ...]) -> Video:
+    video_id = rel.with_suffix("").as_posix() if rel.suffix else rel.as_posix()
+    return Video(video_id=video_id, label=label, group=video_id, files=files)
+
+
+def _visible(folder: Path) -> list[Path]:
+    return [p for p in folder.iterdir() if not p.name.startswith(".")]
+
+
+def _from_index(root: Path, index_path: Path) -> tuple[list[Video], list[tuple[Path, str]]]:
+    with open(index_path, newline="", encoding="utf-8-sig") as f:
+        reader = csv.DictReader(f)
+        columns = set(reader.fieldnames or ())
+        for required in ("file", "video_id", "class"):
+            if required not in columns:
+                raise DatasetError(
+                    f"{index_path}: missing column {required!r} (needs file, video_id, class[, split_group])"
+                )
+        group_col = next((c for c in ("split_group", "patient_id") if c in columns), "video_id")
+        rows = list(reader)
+    by_video: dict[str, list[dict]] = {}
+    for line, row in enumerate(rows, start=2):
+        if not row["file"] or not row["video_id"] or not row["class"]:
+            raise DatasetError(f"{index_path}, line {line}: empty file, video_id or class")
+        by_video.setdefault(row["video_id"], []).append(row)
+
+    videos, missing = [], []
+    for video_id, vrows in by_video.items():
+        labels = {r["class"] for r in vrows}
+        if len(labels) > 1:
+            raise DatasetError(f"{index_path}: video {video_id!r} has rows of several classes {sorted(labels)}")
+        paths = [root / r["file"] for r in vrows]
+        absent = [p for p in paths if not p.exists()]
+        if absent:
+            missing += [(p, f"{p}: listed in {index_path.name} but missing") for p in absent]
+            continue
+        if len(paths) == 1 and paths[0].is_dir():
+            files = tuple(sorted((f for f in _visible(paths[0]) if is_image(f)), key=lambda p: natural_key(p.name)))
+        else:
+            files = tuple(sorted(paths, key=lambda p: natural_key(p.name)))
+        if not files:
+            missing.append((paths[0], f"{paths[0]}: no frames"))
+            continue
+        group = vrows[0].get(group_col) or video_id
+        videos.append(Video(video_id=video_id, label=labels.pop(), group=group, files=files))
+    return videos, missing

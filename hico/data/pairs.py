@@ -1,0 +1,162 @@
+"""Positive pairs from videos: which frames make a pair, and how augmented frames become two views.
+
+A sampler decides, for one video of T frames, which frame indices to draw (and a mixing weight), then, after
+the frames are augmented on the training device, how they combine into the two views:
+
+- :class:`HiCoPairs`: two random frames of one video (HiCo, Algorithm 1);
+- :class:`USCLPairs`: USCL's sample-pair generation: three distinct frames f1, f2, f3 and one w ~ Beta(a, a),
+  view1 = w*f1 + (1-w)*f2 and view2 = w*f3 + (1-w)*f2, mixed after augmentation and normalisation with the
+  same augmented f2 in both views, as in the authors' code.
+
+Randomness comes from ``np.random.default_rng([seed, epoch, index])`` for each sample: different for every
+sample, data-loader worker and epoch (the authors' workers repeated their NumPy draws), independent of the
+number of workers, and reproducible on resume.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from hico.data.dataset import VideoDataset
+
+
+@dataclass(frozen=True)
+class HiCoPairs:
+    """Two distinct random frames of one video (the same frame twice for a one-frame video)."""
+
+    name: str = "hico"
+    frames_per_sample: int = 2
+
+    def sample(self, n_frames: int, rng: np.random.Generator) -> tuple[np.ndarray, float]:
+        """Frame indices (2,) and a mixing weight (unused: 1.0)."""
+        if n_frames == 1:
+            return np.zeros(2, dtype=np.int64), 1.0
+        return rng.choice(n_frames, size=2, replace=False).astype(np.int64), 1.0
+
+    def combine(self, views: torch.Tensor, weights: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, 2, C, H, W) augmented frames -> the two views, each (B, C, H, W)."""
+        return views[:, 0], views[:, 1]
+
+
+@dataclass(frozen=True)
+class USCLPairs:
+    """USCL sample-pair generation: three frames of a video mixed with one Beta(a, a) weight."""
+
+    name: str = "uscl"
+    frames_per_sample: int = 3
+    beta: float = 0.5
+
+    def sample(self, n_frames: int, rng: np.random.Generator) -> tuple[np.ndarray, float]:
+        """Frame indices (3,) of f1, f2, f3 (distinct when the video has 3 frames) and the weight w."""
+        replace = n_frames < 3
+        idx = rng.choice(n_frames, size=3, replace=replace).astype(np.int64)
+        return idx, float(rng.beta(self.beta, self.beta))
+
+    def combine(self, views: torch.Tensor, weights: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, 3, C, H, W) augmented f1, f2, f3 and (B,) weights -> view1, view2, each (B, C, H, W)."""
+        w = weights.to(views.dtype).view(-1, 1, 1, 1)
+        f1, f2, f3 = views.unbind(1)
+        return w * f1 + (1 - w) * f2, w * f3 + (1 - w) * f2
+
+
+def intra_video_negatives(
+    n_frames: int, anchor: int, k: int, rng: np.random.Generator, window: tuple[float, float] = (0.2, 0.4)
+) -> np.ndarray:
+    """UCL's intra-video hard negatives: ``k`` frames whose distance to ``anchor`` is in window * T.
+
+    Frames on either side of the anchor qualify; when none does (short videos), the farthest frames are used.
+    Returns (k,) int64 indices.
+    """
+    lo, hi = window
+    d = np.abs(np.arange(n_frames) - anchor)
+    ok = np.flatnonzero((d >= lo * n_frames) & (d <= hi * n_frames) & (d > 0))
+    if len(ok) == 0:
+        ok = np.flatnonzero(d == d.max())
+    return rng.choice(ok, size=k, replace=len(ok) < k).astype(np.int64)
+
+
+SAMPLERS = {"hico": HiCoPairs, "uscl": USCLPairs}
+
+
+def make_sampler(name: str) -> HiCoPairs | USCLPairs:
+    """The pair sampler called ``name`` (``hico`` or ``uscl``)."""
+    if name not in SAMPLERS:
+        raise ValueError(f"unknown pair sampler {name!r}: choose one of {', '.join(SAMPLERS)}")
+    return SAMPLERS[name]()
+
+
+class PairDataset(torch.utils.data.Dataset):
+    """Positive-pair samples from a :class:`VideoDataset`, for a ``DataLoader``.
+
+    Item ``i`` is a sample from video ``i % V``: ``{"frames": (k, S, S) uint8, "weight": float,
+    "label": int (-1 when unlabelled), "video": int}`` with k = ``sampler.frames_per_sample``. Call
+    :meth:`set_epoch` at the start of every epoch.
+
+    Args:
+        videos: the videos (load them first with ``videos.load_all()``).
+        sampler: a pair sampler (:class:`HiCoPairs`, :class:`USCLPairs`).
+        labels: per-video labels (V,), -1 for unlabelled; None means all unlabelled.
+        seed: base seed.
+        samples_per_video: samples drawn from each video per epoch.
+    """
+
+    def __init__(
+        self,
+        videos: VideoDataset,
+        sampler: HiCoPairs | USCLPairs,
+        labels: np.ndarray | None = None,
+        seed: int = 0,
+        samples_per_video: int = 1,
+    ) -> None:
+        if len(videos) == 0:
+            raise ValueError("cannot sample pairs from an empty dataset")
+        self.videos, self.sampler, self.seed = videos, sampler, seed
+        self.samples_per_video = samples_per_video
+        self.labels = np.full(len(videos), -1, np.int64) if labels is None else np.asarray(labels, np.int64)
+        if len(self.labels) != len(videos):
+            raise ValueError(f"labels has {len(self.labels)} entries for {len(videos)} videos")
+        self.epoch = 0
+        singles = sum(videos.n_frames(i) == 1 for i in range(len(videos)))
+        self.single_frame_videos = singles
+        if singles:
+            warnings.warn(
+                f"{singles} of {len(videos)} videos have a single frame: their positive pairs are two "
+                "augmentations of the same frame",
+                stacklevel=2,
+            )
+
+    def set_epoch(self, epoch: int) -> None:
+        """Make the next pass draw fresh pairs (each epoch has its own random stream)."""
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.videos) * self.samples_per_video
+
+    def __getitem__(self, i: int) -> dict:
+        v = i % len(self.videos)
+        rng = np.random.default_rng([self.seed, self.epoch, i])
+        frames = self.videos.frames(v)
+        idx, w = self.sampler.sample(len(frames), rng)
+        return {
+            "frames": torch.from_numpy(np.ascontiguousarray(frames[idx])),
+            "weight": torch.tensor(w, dtype=torch.float32),
+            "label": torch.tensor(self.labels[v]),
+            "video": torch.tensor(v),
+        }
+
+
+def make_views(
+    batch: dict, sampler: HiCoPairs | USCLPairs, augment: torch.nn.Module, generator: torch.Generator | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Augment a collated batch on its device and combine it into the two views, each (B, 3, s, s).
+
+    ``batch["frames"]`` is (B, k, S, S) uint8; every frame gets its own augmentation parameters.
+    """
+    frames = batch["frames"]
+    b, k = frames.shape[:2]
+    views = augment(frames.flatten(0, 1), generator=generator)
+    return sampler.combine(views.unflatten(0, (b, k)), batch["weight"].to(views.device))

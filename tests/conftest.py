@@ -1,0 +1,52 @@
+"""Shared fixtures: tiny media files written on the fly, and the location of the real data."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED_DATA = ROOT.parent / "shared" / "data"
+
+
+def write_clip(path: Path, frames: np.ndarray, codec: str = "mpeg4", fps: int = 10) -> Path:
+    """Encode (T, H, W) or (T, H, W, 3) uint8 frames into a clip with PyAV (container from the suffix)."""
+    import av
+
+    if frames.ndim == 3:
+        frames = np.repeat(frames[..., None], 3, axis=-1)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream(codec, rate=25 if codec.startswith("mpeg") and codec != "mpeg4" else fps)
+        stream.width, stream.height = frames.shape[2], frames.shape[1]
+        stream.pix_fmt = "yuv420p" if codec != "gif" else "rgb8"
+        for arr in frames:
+            for packet in stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(arr), format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
+
+
+def write_image(path: Path, arr: np.ndarray) -> Path:
+    """Save a grey (H, W), RGB (H, W, 3) or RGBA (H, W, 4) uint8 array with Pillow."""
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(arr).save(path)
+    return path
+
+
+def ramp(n: int, h: int = 40, w: int = 48) -> np.ndarray:
+    """n frames whose brightness encodes their number: frame i is the constant 20 + 15 * i."""
+    return np.stack([np.full((h, w), 20 + 15 * i, np.uint8) for i in range(n)])
+
+
+@pytest.fixture
+def shared_data() -> Path:
+    """../shared/data, or skip the test when it is absent."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip("../shared/data is absent")
+    return SHARED_DATA

@@ -1,0 +1,61 @@
+"""The ``hico`` command line: scan output, exit codes and one-line errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from conftest import ramp, write_clip, write_image
+
+from hico.cli import main
+
+
+@pytest.fixture
+def small(tmp_path):
+    write_clip(tmp_path / "covid" / "a.mp4", ramp(5))
+    write_image(tmp_path / "regular" / "still.png", ramp(1)[0])
+    (tmp_path / "regular" / "broken.avi").write_bytes(os.urandom(500))
+    return tmp_path
+
+
+def test_scan_json_schema(small, capsys):
+    assert main(["data", "scan", str(small), "--json", "--no-cache", "--size", "16"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out == {
+        "videos": 2,
+        "frames": 6,
+        "classes": {"covid": 1, "regular": 1},
+        "groups": 2,
+        "unreadable": [str(small / "regular" / "broken.avi")],
+    }
+
+
+def test_scan_table(small, capsys):
+    assert main(["data", "scan", str(small), "--no-cache", "--size", "16"]) == 0
+    out = capsys.readouterr().out
+    assert "covid" in out and "regular" in out and "unreadable: 1" in out and "broken.avi" in out
+    total = next(line for line in out.splitlines() if line.startswith("total"))
+    assert total.split() == ["total", "2", "6", "2"]
+
+
+@pytest.mark.parametrize("case", ["missing", "empty", "all_unreadable"])
+def test_scan_fails_with_one_line_reason(tmp_path, capsys, case):
+    root = tmp_path / "ds"
+    if case != "missing":
+        root.mkdir()
+    if case == "all_unreadable":
+        (root / "c").mkdir()
+        (root / "c" / "x.mp4").write_bytes(b"nope")
+    assert main(["data", "scan", str(root), "--json", "--no-cache"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("hico: error:") and str(root) in err and len(err.splitlines()) == 1
+
+
+def test_console_script_is_installed(small):
+    exe = os.path.join(os.path.dirname(sys.executable), "hico")
+    res = subprocess.run([exe, "data", "scan", str(small), "--json", "--no-cache"], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    assert json.loads(res.stdout)["videos"] == 2

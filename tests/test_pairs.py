@@ -1,0 +1,116 @@
+"""Pair samplers: frame choice, seeding across workers and epochs, one-frame videos, SPG mixing."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from conftest import write_image
+
+from hico.data import scan
+from hico.data.pairs import HiCoPairs, PairDataset, USCLPairs, intra_video_negatives, make_sampler
+
+
+@pytest.fixture
+def videos(tmp_path):
+    """4 frame-folder videos of 8 frames; pixel value = 10 * video + frame, so a frame names itself."""
+    for v in range(4):
+        for f in range(8):
+            write_image(tmp_path / f"c{v % 2}" / f"v{v}" / f"{f}.png", np.full((8, 8), 10 * v + f, np.uint8))
+    write_image(tmp_path / "c9" / "still.png", np.full((8, 8), 200, np.uint8))
+    return scan(tmp_path, size=8).load_all(progress=False)
+
+
+def decode(frames: torch.Tensor) -> list[int]:
+    return [int(f[0, 0]) for f in frames]
+
+
+def test_hico_pairs_are_two_distinct_frames_of_the_same_video(videos):
+    with pytest.warns(UserWarning, match="1 of 5 videos have a single frame"):
+        ds = PairDataset(videos, HiCoPairs())
+    for i in range(len(ds)):
+        a, b = decode(ds[i]["frames"])
+        if ds.videos.n_frames(i) == 1:
+            assert a == b == 200
+        else:
+            assert a != b and a // 10 == b // 10
+
+
+def test_single_frame_warning_is_counted_once_per_dataset(videos):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        ds = PairDataset(videos, HiCoPairs())
+        for i in range(len(ds)):
+            ds[i]
+        ds.set_epoch(1)
+        for i in range(len(ds)):
+            ds[i]
+    assert len(caught) == 1 and ds.single_frame_videos == 1
+
+
+def test_samples_differ_across_epochs_and_repeat_within_one(videos):
+    ds = PairDataset(videos.subset(range(4)), HiCoPairs(), samples_per_video=16)
+    e0 = [tuple(decode(ds[i]["frames"])) for i in range(len(ds))]
+    assert e0 == [tuple(decode(ds[i]["frames"])) for i in range(len(ds))]  # reproducible (resume)
+    ds.set_epoch(1)
+    e1 = [tuple(decode(ds[i]["frames"])) for i in range(len(ds))]
+    assert e0 != e1
+
+
+def _loader_draws(ds, workers: int) -> list[float]:
+    loader = torch.utils.data.DataLoader(ds, batch_size=4, num_workers=workers, shuffle=False)
+    return torch.cat([b["weight"] for b in loader]).tolist()
+
+
+def test_workers_do_not_repeat_randomness_and_match_a_single_process(videos):
+    ds = PairDataset(videos.subset(range(4)), USCLPairs(), samples_per_video=8)
+    w0 = _loader_draws(ds, 0)
+    w2 = _loader_draws(ds, 2)
+    assert w0 == w2  # the draw belongs to the sample, not to the worker
+    assert len(set(w2)) == len(w2)  # the authors' bug: workers repeating the same Beta draws
+
+
+def test_uscl_draws_three_distinct_frames_and_beta_weights(videos):
+    ds = PairDataset(videos.subset(range(4)), USCLPairs(), samples_per_video=200)
+    weights = []
+    for i in range(len(ds)):
+        item = ds[i]
+        f = decode(item["frames"])
+        assert len(set(f)) == 3 and len({x // 10 for x in f}) == 1
+        weights.append(float(item["weight"]))
+    w = np.array(weights)
+    # Beta(0.5, 0.5): mean 1/2, variance 1/8, U-shaped (more mass near the ends than the middle)
+    assert abs(w.mean() - 0.5) < 0.05 and abs(w.var() - 0.125) < 0.02
+    assert ((w < 0.1) | (w > 0.9)).mean() > ((w > 0.4) & (w < 0.6)).mean()
+
+
+def test_uscl_combine_mixes_with_shared_middle_frame():
+    views = torch.stack([torch.full((2, 1, 2, 2), v) for v in (1.0, 2.0, 4.0)], 1)  # (B=2, 3, 1, 2, 2)
+    w = torch.tensor([0.25, 1.0])
+    v1, v2 = USCLPairs().combine(views, w)
+    assert torch.allclose(v1[:, 0, 0, 0], torch.tensor([0.25 * 1 + 0.75 * 2, 1.0]))
+    assert torch.allclose(v2[:, 0, 0, 0], torch.tensor([0.25 * 4 + 0.75 * 2, 4.0]))
+
+
+def test_labels_are_carried_and_default_to_unlabelled(videos):
+    ds = PairDataset(videos, HiCoPairs(), labels=np.array([0, 1, -1, 2, 1]))
+    assert [int(ds[i]["label"]) for i in range(5)] == [0, 1, -1, 2, 1]
+    assert int(PairDataset(videos, HiCoPairs())[0]["label"]) == -1
+    with pytest.raises(ValueError, match="labels has 2 entries for 5 videos"):
+        PairDataset(videos, HiCoPairs(), labels=np.array([0, 1]))
+
+
+def test_intra_video_negatives_lie_in_the_window():
+    rng = np.random.default_rng(0)
+    for anchor in (0, 50, 99):
+        neg = intra_video_negatives(100, anchor, 3, rng)
+        d = np.abs(neg - anchor)
+        assert len(neg) == 3 and np.all((d >= 20) & (d <= 40))
+    assert np.all(intra_video_negatives(2, 0, 3, rng) == 1)  # too short: the farthest frame
+
+
+def test_unknown_sampler_is_named():
+    with pytest.raises(ValueError, match="unknown pair sampler 'ucl'"):
+        make_sampler("ucl")
