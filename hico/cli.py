@@ -2,6 +2,7 @@
 
     hico data scan PATH [--json]        what a dataset holds (videos, frames, classes, groups, unreadable files)
     hico data synth --out DIR           make the synthetic lung-ultrasound sample set
+    hico model summary --config NAME    parameter counts of a method's model ('all': every named method)
     hico demo                           the end-to-end demo on data_samples/ (pairs and augmentations)
 
 Errors in what the user gave (a missing folder, an empty dataset, a bad value) print one line and exit 2;
@@ -70,6 +71,12 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     synth.set_defaults(func=cmd_data_synth)
 
+    model = sub.add_parser("model", help="inspect models").add_subparsers(metavar="ACTION")
+    summary = model.add_parser("summary", help="parameter counts of a method's model, by part")
+    summary.add_argument("--config", default="hico", help="method name or YAML file; 'all' for every named method")
+    summary.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    summary.set_defaults(func=cmd_model_summary)
+
     demo = sub.add_parser("demo", help="end-to-end demo on data_samples/: scan, pairs, augmentations")
     demo.add_argument("--data", type=Path, default=SAMPLES)
     demo.add_argument("--out", type=Path, default=PROJECT_ROOT / "runs" / "demo")
@@ -132,6 +139,21 @@ def cmd_data_synth(args: argparse.Namespace) -> int:
         args.out, args.videos_per_class, args.frames, args.size, seed=args.seed, overwrite=args.overwrite
     )
     print(f"wrote {out}")
+    return 0
+
+
+def cmd_model_summary(args: argparse.Namespace) -> int:
+    """``hico model summary --config NAME``: parameters per part (built on the meta device: no memory)."""
+    from hico.config import load_method, method_names
+    from hico.models.summary import count_parameters
+
+    names = method_names() if args.config == "all" else [args.config]
+    rows = [(name, count_parameters(load_method(name, args.overrides).model)) for name in names]
+    parts = list(rows[0][1])
+    width = max(len(n) for n, _ in rows) + 2
+    print(f"{'method':<{width}}" + "".join(f"{p:>14}" for p in parts))
+    for name, counts in rows:
+        print(f"{name:<{width}}" + "".join(f"{counts[p]:>14,}" for p in parts))
     return 0
 
 

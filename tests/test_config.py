@@ -1,0 +1,115 @@
+"""Method configurations: every shipped file loads and builds, ablation rows match the paper's tables."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from hico.config import ConfigError, load_method, method_names
+
+PAPER_ROWS = {  # Tables 1-3 of the paper: which terms each row switches on
+    "hico-ablation-t1-local": {"local"},
+    "hico-ablation-t1-medium": {"medium"},
+    "hico-ablation-t1-global": {"global"},
+    "hico-ablation-t1-local-medium": {"local", "medium"},
+    "hico-ablation-t1-local-global": {"local", "global"},
+    "hico-ablation-t1-medium-global": {"medium", "global"},
+    "hico-ablation-t1-peer": {"local", "medium", "global"},
+    "hico-ablation-t2-global-medium": {"global_medium"},
+    "hico-ablation-t2-global-local": {"global_local"},
+    "hico-ablation-t2-cross": {"global_local", "global_medium"},
+    "hico-ablation-t3-local": {"local"},
+    "hico-ablation-t3-local-medium": {"local", "medium"},
+    "hico-ablation-t3-peer": {"local", "medium", "global"},
+    "hico-ablation-t3-peer-global-medium": {"local", "medium", "global", "global_medium"},
+    "hico-ablation-t3-contrastive": {"local", "medium", "global", "global_medium", "global_local"},
+    "hico-ablation-t3-full": {"local", "medium", "global", "global_medium", "global_local", "soft_ce"},
+}
+
+
+def test_every_named_method_is_shipped():
+    names = set(method_names())
+    assert {"hico", "hico-code", "simclr", "uscl", "hico-ablation-t1-baseline"} | set(PAPER_ROWS) <= names
+
+
+@pytest.mark.parametrize("name", method_names())
+def test_every_method_loads_and_builds_its_loss(name):
+    cfg = load_method(name)
+    assert cfg.name == name and cfg.description
+    cfg.loss.build()
+    yaml.safe_dump(cfg.to_dict())  # serialisable as a run's config.yaml
+
+
+@pytest.mark.parametrize(("name", "terms"), PAPER_ROWS.items())
+def test_ablation_rows_switch_on_the_paper_terms(name, terms):
+    cfg = load_method(name)
+    assert set(cfg.loss.terms) == terms
+    assert cfg.model.fpn and cfg.loss.kind == "hico"
+    assert (cfg.data.label_rate > 0) == ("soft_ce" in terms)
+
+
+def test_the_paper_and_code_variants_differ_where_method_md_says():
+    paper, code = load_method("hico"), load_method("hico-code")
+    assert paper.model.levels == ("p2", "p4", "p5") and code.model.levels == ("p2", "p3", "p5")
+    assert (paper.loss.cross_pairing, code.loss.cross_pairing) == ("cross_view", "same_view")
+    assert (paper.loss.smoothing, code.loss.smoothing) == ("normalized", "reference")
+    assert (paper.model.pooling, code.model.pooling) == ("avg", "flatten")
+    assert paper.model.fpn_norm and not code.model.fpn_norm
+
+
+def test_baselines():
+    simclr, uscl = load_method("simclr"), load_method("uscl")
+    assert not simclr.model.fpn and simclr.loss.terms == ("global",) and simclr.model.init == "random"
+    assert uscl.loss.kind == "uscl" and uscl.loss.lam == 0.2 and uscl.data.pairs == "uscl"
+    assert (uscl.model.head_layers, uscl.model.hidden_dim, uscl.model.head_dim) == (2, 512, 256)
+    assert load_method("hico-ablation-t1-baseline").to_dict()["model"] == simclr.to_dict()["model"]
+
+
+def test_overrides_are_typed_and_checked():
+    cfg = load_method("hico", ["loss.lam=0.3", "model.levels=[p2, p3, p5]", "augment.size=112"])
+    assert cfg.loss.lam == 0.3 and cfg.model.levels == ("p2", "p3", "p5") and cfg.augment.size == 112
+    with pytest.raises(ConfigError, match=r"unknown key loss.lamda \(did you mean 'lam'\?\)"):
+        load_method("hico", ["loss.lamda=0.3"])
+    with pytest.raises(ConfigError, match="section.key=value"):
+        load_method("hico", ["lam"])
+    with pytest.raises(ConfigError, match="lam must be in"):
+        load_method("hico", ["loss.lam=2"])
+
+
+def test_unknown_method_and_bad_files_name_the_problem(tmp_path):
+    with pytest.raises(ConfigError, match="unknown method 'hicoo' \\(did you mean 'hico'\\?\\)"):
+        load_method("hicoo")
+    bad = tmp_path / "mine.yaml"
+    bad.write_text("extends: hico\nmodel:\n  levelz: [p2, p4, p5]\n")
+    with pytest.raises(ConfigError, match=r"mine.yaml: unknown key model.levelz \(did you mean 'levels'\?\)"):
+        load_method(bad)
+    bad.write_text("modle: {}\n")
+    with pytest.raises(ConfigError, match="unknown section 'modle'"):
+        load_method(bad)
+    bad.write_text("model: [1, 2\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_method(bad)
+
+
+def test_user_file_extends_a_named_method(tmp_path):
+    mine = tmp_path / "mine.yaml"
+    mine.write_text("description: my run\nextends: hico-code\nloss:\n  lam: 0.7\n")
+    cfg = load_method(mine)
+    assert cfg.name == "mine" and cfg.loss.lam == 0.7 and cfg.loss.cross_pairing == "same_view"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["model.fpn=false"], "need the local/medium levels"),
+        (["model.num_classes=0"], "model.num_classes is 0"),
+        (["augment.size=112"], None),
+    ],
+)
+def test_cross_section_checks(overrides, message):
+    if message is None:
+        with pytest.raises(ConfigError, match=r"model.image_size \(224\) must equal augment.size \(112\)"):
+            load_method("hico-code", overrides)
+    else:
+        with pytest.raises(ConfigError, match=message):
+            load_method("hico", overrides)
