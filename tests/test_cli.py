@@ -59,3 +59,24 @@ def test_console_script_is_installed(small):
     res = subprocess.run([exe, "data", "scan", str(small), "--json", "--no-cache"], capture_output=True, text=True)
     assert res.returncode == 0, res.stderr
     assert json.loads(res.stdout)["videos"] == 2
+
+
+def test_synth_command_writes_a_scannable_set(tmp_path, capsys):
+    out = tmp_path / "synth"
+    args = ["data", "synth", "--out", str(out), "--videos-per-class", "2", "--frames", "3", "--size", "48"]
+    assert main(args) == 0
+    assert main(["data", "scan", str(out), "--json", "--no-cache", "--size", "48"]) == 0
+    summary = json.loads(capsys.readouterr().out.splitlines()[-1])
+    assert summary["videos"] == 6 and summary["frames"] == 18 and summary["groups"] == 3
+    assert main(args) == 2  # refuses to overwrite without --overwrite
+    assert "--overwrite" in capsys.readouterr().err
+
+
+def test_demo_draws_pairs_from_the_sample_set(tmp_path):
+    from conftest import ROOT
+
+    assert main(["demo", "--data", str(ROOT / "data_samples"), "--out", str(tmp_path)]) == 0
+    from PIL import Image
+
+    with Image.open(tmp_path / "pairs.png") as im:
+        assert im.size[0] > 600 and im.size[1] > 600

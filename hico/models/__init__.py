@@ -6,6 +6,7 @@ from .config import PRESETS, ModelConfig
 from .fpn import PyramidNeck
 from .heads import ProjectionHead
 from .hiconet import HiCoNet
+from .resolve import backbone_file, resolve_backbone
 from .summary import count_parameters
 
 __all__ = [
@@ -20,4 +21,6 @@ __all__ = [
     "count_parameters",
     "export_backbone",
     "load_backbone",
+    "backbone_file",
+    "resolve_backbone",
 ]
