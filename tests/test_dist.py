@@ -1,0 +1,275 @@
+"""hico.dist: real 2-process gloo runs (CPU) compared with 1-process runs on the same global batch.
+
+One module-scoped fixture spawns the two ranks ONCE (a spawn costs seconds); each rank runs every check,
+saves what it saw to a file, and the tests below compare those files with a reference computed here, in one
+process. Each rank sets the env that torchrun would set and goes through ``hico.dist.setup``.
+
+The DDP model runs in eval mode: in training mode plain BatchNorm normalises with each rank's LOCAL batch
+statistics (which differ from the 1-process batch statistics), and SyncBatchNorm needs CUDA (it raises on
+cpu tensors, checked below). Eval mode still computes every gradient. Everything runs in float64, so the
+comparisons are tight (summation order differs between 1 and 2 processes).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from torch import Tensor, nn
+
+from hico import dist
+from hico.engine import forward_views
+from hico.losses import HiCoLoss, USCLLoss
+from hico.models import HiCoNet
+from hico.models.config import ModelConfig
+
+WORLD = 2
+BATCH = 8  # global pairs, split 4 + 4
+SIZE = 32  # pixels
+TOL = {"rtol": 1e-7, "atol": 1e-9}  # float64; the brief's bar is 1e-5
+
+# name -> (model config, loss class, loss kwargs, global labels). Rank 1's half has no label in "hico", so a
+# per-rank average of the CE would differ from the global one.
+CASES: dict[str, tuple[dict[str, Any], str, dict[str, Any], list[int]]] = {
+    "hico": (
+        {"fpn_channels": 16, "head_dim": 8, "num_classes": 3},
+        "hico",
+        {},
+        [0, -1, 2, 1, -1, -1, -1, -1],
+    ),
+    "hico_reference_same_view": (
+        {"levels": ("p2", "p3", "p5"), "fpn_channels": 16, "head_dim": 8, "num_classes": 3, "classifier": "code"},
+        "hico",
+        {"cross_pairing": "same_view", "smoothing": "reference", "alpha": 0.3},
+        [1, -1, -1, 0, 2, -1, 0, -1],
+    ),
+    "uscl": (
+        {"fpn": False, "head_layers": 2, "hidden_dim": 32, "head_dim": 8, "num_classes": 3},
+        "uscl",
+        {"lam": 0.2},
+        [-1, 2, -1, 0, 1, -1, -1, 2],
+    ),
+}
+
+
+def _loss_fn(kind: str, kwargs: dict[str, Any]) -> nn.Module:
+    return HiCoLoss(**kwargs) if kind == "hico" else USCLLoss(**kwargs)
+
+
+def _views() -> tuple[Tensor, Tensor]:
+    """The global batch (BATCH, 3, SIZE, SIZE) x 2, identical in every process."""
+    gen = torch.Generator().manual_seed(1)
+    return tuple(torch.randn(BATCH, 3, SIZE, SIZE, generator=gen, dtype=torch.float64) for _ in range(2))
+
+
+def _model(case: str, workdir: Path) -> HiCoNet:
+    model = HiCoNet(ModelConfig(**CASES[case][0])).double()
+    model.load_state_dict(torch.load(workdir / f"{case}.pt", weights_only=True))
+    return model.eval()  # see the module docstring
+
+
+def _toy_loss(g: Tensor) -> Tensor:
+    """A loss that mixes all rows of the gathered (N, D) tensor non-linearly."""
+    return torch.logsumexp(g @ g.T, dim=1).mean() + (g**3).sum() / g.numel()
+
+
+def _toy_input() -> Tensor:
+    return torch.randn(2 * WORLD, 5, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _worker(rank: int, port: int, workdir: str) -> None:
+    """One rank: every check of this file, results saved to ``workdir/rank{rank}.pt``."""
+    from torch.nn.parallel import DistributedDataParallel
+
+    torch.set_num_threads(1)
+    os.environ.update(
+        RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(WORLD), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port)
+    )
+    device = dist.setup(device="cpu", timeout_s=60)
+    res: dict[str, Any] = {"device": str(device), "ids": (dist.rank(), dist.world_size(), dist.is_main())}
+    res["ids"] += (dist.local_rank(), dist.is_dist())
+
+    # gather_with_grad on a toy loss of the whole gathered tensor
+    rows = slice(2 * rank, 2 * rank + 2)
+    x = _toy_input()[rows].clone().requires_grad_()
+    gathered = dist.gather_with_grad(x)
+    _toy_loss(gathered).backward()
+    res["toy"] = {"gathered": gathered.detach(), "grad": x.grad}
+
+    # unequal batch sizes: the same clear error on every rank, no hang
+    try:
+        dist.gather_with_grad(torch.zeros(3 + rank, 2))
+        res["unequal"] = None
+    except ValueError as err:
+        res["unequal"] = str(err)
+
+    # gather_outputs: float tensors with grad, integer ones without; one dict, several shapes
+    out = {
+        "emb": torch.full((2, 3), float(rank), requires_grad=True),
+        "maps": torch.full((2, 2, 2), 10.0 + rank),
+        "idx": torch.arange(2) + 10 * rank,
+    }
+    g = dist.gather_outputs(out)
+    (g["emb"].sum() * 2).backward()
+    res["outputs"] = {k: v.detach() for k, v in g.items()} | {"emb_grad": out["emb"].grad, "keys": list(g)}
+
+    res["mean"] = dist.all_reduce_mean(torch.tensor(rank + 1))
+    res["broadcast"] = dist.broadcast_object({"run": f"chosen by rank {rank}"})
+    dist.barrier()
+
+    # SyncBatchNorm on cpu / gloo
+    try:
+        nn.SyncBatchNorm.convert_sync_batchnorm(nn.BatchNorm1d(3)).train()(torch.randn(4, 3))
+        res["syncbn_cpu"] = None
+    except ValueError as err:
+        res["syncbn_cpu"] = str(err)
+    bn = nn.BatchNorm1d(3)
+    res["maybe_sync_is_identity"] = dist.maybe_sync_batchnorm(bn, device) is bn
+
+    # the real thing: DDP, forward_views per rank, gather, global loss, backward
+    view1, view2 = _views()
+    local = slice(rank * BATCH // WORLD, (rank + 1) * BATCH // WORLD)
+    for case, (_, kind, loss_kwargs, labels) in CASES.items():
+        model = _model(case, Path(workdir))
+        ddp = DistributedDataParallel(model)
+        out1, out2 = forward_views(ddp, view1[local], view2[local])
+        out1, out2 = dist.gather_outputs(out1), dist.gather_outputs(out2)
+        global_labels = dist.all_gather_nograd(torch.tensor(labels)[local])
+        terms = _loss_fn(kind, loss_kwargs)(out1, out2, global_labels)
+        terms["total"].backward()
+        res[case] = {
+            "terms": {k: v.detach() for k, v in terms.items()},
+            "grads": {n: p.grad for n, p in model.named_parameters()},
+            "labels": global_labels,
+        }
+    torch.save(res, Path(workdir) / f"rank{rank}.pt")
+    dist.cleanup()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread() -> Iterator[None]:
+    """1 thread in this process too: with 2 ranks on a 2-core machine, more threads only oversubscribe."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def ranks(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, Any]]:
+    """Run ``_worker`` on 2 gloo ranks; the results of rank 0 and rank 1."""
+    if not torch.distributed.is_available():
+        pytest.skip("torch.distributed is not available in this torch build")
+    workdir = tmp_path_factory.mktemp("dist")
+    for case, (model_cfg, *_) in CASES.items():  # the same initial weights in every process
+        torch.manual_seed(0)
+        torch.save(HiCoNet(ModelConfig(**model_cfg)).double().state_dict(), workdir / f"{case}.pt")
+    torch.multiprocessing.spawn(_worker, args=(_free_port(), str(workdir)), nprocs=WORLD, join=True)
+    return [torch.load(workdir / f"rank{r}.pt", weights_only=False) for r in range(WORLD)]
+
+
+def test_setup_under_torchrun_env(ranks: list[dict[str, Any]]) -> None:
+    for r, res in enumerate(ranks):
+        assert res["device"] == "cpu"
+        assert res["ids"] == (r, WORLD, r == 0, r, True)
+        assert res["mean"].item() == pytest.approx(1.5)  # mean of 1 and 2
+        assert res["broadcast"] == {"run": "chosen by rank 0"}
+
+
+def test_gather_with_grad_sums_the_gradients_of_own_rows(ranks: list[dict[str, Any]]) -> None:
+    x = _toy_input().requires_grad_()
+    _toy_loss(x).backward()  # the 1-process gradient of the same loss on the whole tensor
+    for r, res in enumerate(ranks):
+        torch.testing.assert_close(res["toy"]["gathered"], x.detach(), rtol=0, atol=0)
+        # each of the WORLD ranks computed the same loss: its rows get the sum over ranks = WORLD * dL/dx_r,
+        # which DDP's 1/WORLD averaging turns into dL/dtheta (checked on a real model below)
+        torch.testing.assert_close(res["toy"]["grad"], WORLD * x.grad[2 * r : 2 * r + 2], **TOL)
+
+
+def test_gather_outputs_and_unequal_sizes(ranks: list[dict[str, Any]]) -> None:
+    for res in ranks:
+        out = res["outputs"]
+        assert out["keys"] == ["emb", "maps", "idx"]
+        torch.testing.assert_close(out["emb"], torch.tensor([0.0, 0, 1, 1])[:, None].expand(4, 3))
+        torch.testing.assert_close(out["maps"], torch.tensor([10.0, 10, 11, 11])[:, None, None].expand(4, 2, 2))
+        assert out["idx"].tolist() == [0, 1, 10, 11]
+        torch.testing.assert_close(out["emb_grad"], torch.full((2, 3), 2.0 * WORLD))
+        assert "rank 0: (3, 2), rank 1: (4, 2)" in res["unequal"]
+
+
+def test_syncbatchnorm_needs_cuda(ranks: list[dict[str, Any]]) -> None:
+    for res in ranks:
+        # if torch ever supports it on cpu, maybe_sync_batchnorm may convert on cpu too
+        assert res["syncbn_cpu"] is not None and "SyncBatchNorm expected input tensor to be on GPU" in res["syncbn_cpu"]
+        assert res["maybe_sync_is_identity"]
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_ddp_matches_one_process(ranks: list[dict[str, Any]], case: str, tmp_path: Path) -> None:
+    """Loss and DDP-averaged parameter gradients of 2 ranks x 4 pairs == 1 process x 8 pairs."""
+    model_cfg, kind, loss_kwargs, labels = CASES[case]
+    torch.manual_seed(0)
+    model = HiCoNet(ModelConfig(**model_cfg)).double().eval()
+    out1, out2 = forward_views(model, *_views())
+    terms = _loss_fn(kind, loss_kwargs)(out1, out2, torch.tensor(labels))
+    terms["total"].backward()
+    grads = {n: p.grad for n, p in model.named_parameters()}
+    assert all(g is not None for g in grads.values())
+    assert max(g.abs().max().item() for g in grads.values()) > 1e-3  # a 1/WORLD error would show
+
+    for res in ranks:
+        assert res[case]["labels"].tolist() == labels
+        assert res[case]["terms"].keys() == terms.keys()
+        for name, value in terms.items():
+            torch.testing.assert_close(res[case]["terms"][name], value.detach(), **TOL, msg=f"{case}: {name}")
+        assert res[case]["grads"].keys() == grads.keys()
+        for name, grad in grads.items():
+            torch.testing.assert_close(res[case]["grads"][name], grad, **TOL, msg=f"{case}: grad of {name}")
+
+
+def test_single_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    for var in ("WORLD_SIZE", "RANK", "LOCAL_RANK"):
+        monkeypatch.delenv(var, raising=False)
+    device = dist.setup()
+    assert device.type == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert dist.setup(device="cpu") == torch.device("cpu")
+    assert (dist.is_dist(), dist.rank(), dist.world_size(), dist.local_rank(), dist.is_main()) == (False, 0, 1, 0, True)
+    x = torch.randn(4, 3, requires_grad=True)
+    assert dist.gather_with_grad(x) is x
+    assert dist.all_gather_nograd(x) is x
+    out = {"global": x, "labels": torch.arange(4)}
+    gathered = dist.gather_outputs(out)
+    assert gathered == out and gathered is not out
+    mean = dist.all_reduce_mean(x)
+    assert not mean.requires_grad and torch.equal(mean, x.detach())
+    assert dist.all_reduce_mean(torch.tensor(3)).dtype == torch.float32
+    assert dist.broadcast_object({"a": 1}) == {"a": 1}
+    dist.barrier()
+    dist.cleanup()
+    bn = nn.BatchNorm2d(3)
+    assert dist.maybe_sync_batchnorm(bn, device) is bn
+    with pytest.raises(TypeError, match="'maps'"):
+        dist.gather_outputs({"global": x, "maps": {"c2": x}})
+    if not torch.cuda.is_available():
+        with pytest.raises(RuntimeError, match="CUDA is not available"):
+            dist.setup(device="cuda")
+
+
+def test_setup_rejects_devices_torchrun_cannot_use(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WORLD_SIZE", "2")  # checked before any process group is created
+    with pytest.raises(ValueError, match="cuda:LOCAL_RANK"):
+        dist.setup(device="cuda:1")
+    with pytest.raises(ValueError, match="'cuda' or 'cpu'"):
+        dist.setup(device="mps")
+    assert not dist.is_dist()
