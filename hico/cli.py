@@ -40,7 +40,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("hico: interrupted", file=sys.stderr)
         return 130
-    except (UserError, ValueError, FileNotFoundError) as e:
+    except (UserError, ValueError, FileNotFoundError, FileExistsError) as e:
         if os.environ.get("HICO_DEBUG"):
             raise
         print(f"hico: error: {e}", file=sys.stderr)
@@ -76,6 +76,10 @@ def build_parser() -> argparse.ArgumentParser:
     summary.add_argument("--config", default="hico", help="method name or YAML file; 'all' for every named method")
     summary.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     summary.set_defaults(func=cmd_model_summary)
+
+    from hico.train.cli import register as register_pretrain
+
+    register_pretrain(sub)
 
     demo = sub.add_parser("demo", help="end-to-end demo on data_samples/: scan, pairs, augmentations")
     demo.add_argument("--data", type=Path, default=SAMPLES)

@@ -1,9 +1,10 @@
 """Methods as configurations: one YAML file per method, loaded into typed, validated dataclasses.
 
-A method file (``hico/configs/NAME.yaml``) has up to four sections, ``model`` (:class:`ModelConfig`), ``loss``
-(:class:`LossConfig`), ``data`` (:class:`DataConfig`) and ``augment`` (:class:`AugmentConfig`), plus a
-``description``. ``extends: OTHER`` starts from another method and overrides what the file names, so an
-ablation row is a few lines. A key that does not exist is an error naming the key and its file.
+A method file (``hico/configs/NAME.yaml``) has up to five sections, ``model`` (:class:`ModelConfig`), ``loss``
+(:class:`LossConfig`), ``data`` (:class:`DataConfig`), ``augment`` (:class:`AugmentConfig`) and ``train``
+(:class:`~hico.train.config.TrainConfig`), plus a ``description``. ``extends: OTHER`` starts from another
+method and overrides what the file names, so an ablation row is a few lines. A key that does not exist is an
+error naming the key and its file.
 
 Example::
 
@@ -25,6 +26,7 @@ import yaml
 
 from hico.data.augment import AugmentConfig
 from hico.models.config import ModelConfig
+from hico.train.config import TrainConfig
 
 LOSS_KINDS = ("hico", "uscl")
 PAIR_SAMPLERS = ("hico", "uscl")
@@ -74,8 +76,10 @@ class LossConfig:
 
 @dataclass
 class DataConfig:
-    """How pairs are drawn: the sampler, the cached working size, and the fraction of labelled videos."""
+    """Where the videos are and how pairs are drawn: the sampler, the cached working size, the fraction of
+    videos whose labels the loss may use (the rest are unlabelled, label -1)."""
 
+    path: str | None = None
     pairs: str = "hico"
     working_size: int = 256
     label_rate: float = 0.0
@@ -97,13 +101,20 @@ class MethodConfig:
     loss: LossConfig = field(default_factory=LossConfig)
     data: DataConfig = field(default_factory=DataConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain, fully resolved dict (what a run directory's ``config.yaml`` holds)."""
         return _plain(dataclasses.asdict(self))
 
 
-SECTIONS = {"model": ModelConfig, "loss": LossConfig, "data": DataConfig, "augment": AugmentConfig}
+SECTIONS = {
+    "model": ModelConfig,
+    "loss": LossConfig,
+    "data": DataConfig,
+    "augment": AugmentConfig,
+    "train": TrainConfig,
+}
 
 
 def config_dir() -> Path:
@@ -114,6 +125,11 @@ def config_dir() -> Path:
 def method_names() -> list[str]:
     """Names of every shipped method configuration (file stems of ``hico/configs/*.yaml``)."""
     return sorted(p.stem for p in config_dir().glob("*.yaml"))
+
+
+def method_from_dict(raw: dict, source: str = "config") -> MethodConfig:
+    """Rebuild a :class:`MethodConfig` from :meth:`MethodConfig.to_dict` output (a run's config.yaml)."""
+    return _build(dict(raw), source)
 
 
 def load_method(name_or_path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> MethodConfig:

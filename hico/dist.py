@@ -68,15 +68,19 @@ def is_main() -> bool:
     return rank() == 0
 
 
-def _local_device(device: str | None) -> torch.device:
-    """The device of a single-process run: ``None`` / ``"auto"`` = cuda if available, else cpu."""
-    if device in (None, "auto"):
+def resolve_device(device: str | torch.device | None = None) -> torch.device:
+    """The device of a single-process run: ``None`` / ``"auto"`` = cuda if available, else cpu; otherwise the
+    named device, which must be available (ValueError naming the fix otherwise)."""
+    if device is None or str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError):
+        raise ValueError(f"unknown device {str(device)!r}: use auto, cpu, cuda, cuda:N or mps") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"device {device!r} was asked for but CUDA is not available; use device='cpu'")
+        raise ValueError(f"device {str(device)!r} was asked for but CUDA is not available: use cpu or auto")
     if dev.type == "mps" and not torch.backends.mps.is_available():
-        raise RuntimeError(f"device {device!r} was asked for but MPS is not available; use device='cpu'")
+        raise ValueError(f"device {str(device)!r} was asked for but MPS is not available: use cpu or auto")
     return dev
 
 
@@ -99,7 +103,7 @@ def setup(backend: str | None = None, device: str | None = None, timeout_s: floa
         The device to put the model and the batches on.
     """
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
-        return _local_device(device)
+        return resolve_device(device)
     if not dist.is_available():
         raise RuntimeError("WORLD_SIZE > 1 (torchrun) but this torch build has no torch.distributed")
     if device in (None, "auto"):
@@ -109,7 +113,7 @@ def setup(backend: str | None = None, device: str | None = None, timeout_s: floa
         if dev.index is not None:
             raise ValueError(f"under torchrun every process uses cuda:LOCAL_RANK; pass device='cuda', not {device!r}")
         if not torch.cuda.is_available():
-            raise RuntimeError("device 'cuda' was asked for but CUDA is not available; use device='cpu'")
+            raise ValueError("device 'cuda' was asked for but CUDA is not available: use cpu or auto")
         dev = torch.device("cuda", local_rank())
         torch.cuda.set_device(dev)
     elif dev.type != "cpu":

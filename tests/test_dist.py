@@ -262,7 +262,7 @@ def test_single_process(monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(TypeError, match="'maps'"):
         dist.gather_outputs({"global": x, "maps": {"c2": x}})
     if not torch.cuda.is_available():
-        with pytest.raises(RuntimeError, match="CUDA is not available"):
+        with pytest.raises(ValueError, match="CUDA is not available"):
             dist.setup(device="cuda")
 
 

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
 from hico.data.decode import read_source
+from hico.io import atomic_write
 
 CACHE_VERSION = 1
 
@@ -76,7 +76,7 @@ class FrameCache:
         if arr is None:
             arr = read_source(files, self.size)
             if path is not None:
-                _atomic_save(path, arr)
+                atomic_write(path, lambda f: np.save(f, arr), mode="wb")
         self._memory[key] = arr
         return arr
 
@@ -85,15 +85,3 @@ class FrameCache:
         key = source_key(files, self.size)
         path = self.path_for(key)
         return key in self._memory or (path is not None and path.exists())
-
-
-def _atomic_save(path: Path, arr: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".npy")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.save(f, arr)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

@@ -1,0 +1,452 @@
+"""Pretraining: one readable loop that runs on CPU, one GPU, or many through ``torchrun``.
+
+    run = pretrain(load_method("hico", ["data.path=data_samples"]), out="runs/hico")
+
+Each step: a batch of uint8 frames comes from the cache (a DataLoader over :class:`PairDataset`), is augmented
+on the device with a generator seeded by (seed, epoch, step, rank), both views go through the model in one
+forward (bf16 autocast on CUDA), every loss term is computed on the embeddings gathered from all ranks, and one
+optimizer step follows. All randomness after model initialisation is a pure function of (seed, epoch, step),
+so a resumed run, mid-epoch or not, draws exactly the pairs and augmentations of an uninterrupted one: a
+checkpoint needs no RNG state, and loads with ``weights_only=True``.
+
+Every epoch: a k-NN accuracy per level (frozen pooled features of held-out videos against those of training
+videos), the contrastive loss on held-out pairs (the authors' checkpoint criterion, for best.pt), last.pt.
+"""
+
+from __future__ import annotations
+
+import math
+import signal
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from hico import dist
+from hico.config import MethodConfig, method_from_dict
+from hico.data import VideoDataset, scan
+from hico.data.augment import BatchAugment
+from hico.data.cache import default_cache_dir
+from hico.data.pairs import PairDataset, make_sampler, make_views
+from hico.data.splits import holdout_split, semi_labels
+from hico.engine import forward_views
+from hico.models import HiCoNet
+from hico.models.checkpoint import unwrap
+from hico.train.rundir import RunDir, load_checkpoint, save_checkpoint
+from hico.train.sampler import EpochBatchSampler
+
+
+class NonFiniteLossError(RuntimeError):
+    """A loss term became NaN or inf; the run stops and keeps its last good checkpoint."""
+
+
+class _Stop(Exception):
+    """Ctrl-C or SIGTERM arrived: the step in flight is finished, then the run saves and stops."""
+
+
+def pretrain(
+    cfg: MethodConfig | None = None,
+    out: str | Path | None = None,
+    resume: str | Path | None = None,
+    progress: bool | None = None,
+) -> RunDir:
+    """Pretrain a method and return its run directory.
+
+    Args:
+        cfg: the resolved method (``cfg.data.path`` names the videos). Ignored with ``resume``.
+        out: a new run directory (refused if it holds anything).
+        resume: an existing run directory to continue from its ``checkpoints/last.pt``.
+        progress: progress bars (default: when stderr is a terminal; plain lines otherwise).
+    """
+    device = dist.setup(device=None if cfg is None else cfg.train.device)
+    run = _open_run(cfg, out, resume)
+    try:
+        cfg = method_from_dict(run.read_config(), str(run.config_path))
+        trainer = Trainer(cfg, run, device, progress=sys.stderr.isatty() if progress is None else progress)
+        trainer.fit(resume=resume is not None)
+    finally:
+        if dist.is_main():
+            run.release()
+        dist.cleanup()
+    return run
+
+
+def _open_run(cfg: MethodConfig | None, out, resume) -> RunDir:
+    if (out is None) == (resume is None):
+        raise ValueError("give exactly one of out (a new run directory) and resume (an existing one)")
+    if resume is not None:
+        run = RunDir.open_existing(resume) if dist.is_main() else RunDir(Path(resume))
+    else:
+        if cfg.data.path is None:
+            raise ValueError("no data: pass --data PATH (or set data.path)")
+        scan(cfg.data.path)  # a missing or empty dataset fails here, before the run directory is made
+        config = cfg.to_dict()
+        config["data"]["path"] = str(Path(cfg.data.path).expanduser().resolve())
+        run = RunDir.create(out, config) if dist.is_main() else RunDir(Path(out))
+    dist.barrier()
+    return run
+
+
+class Trainer:
+    """The state of one pretraining run: data, model, optimizer, schedule, position. See :func:`pretrain`."""
+
+    def __init__(self, cfg: MethodConfig, run: RunDir, device: torch.device, progress: bool = False) -> None:
+        self.cfg, self.run, self.device, self.progress = cfg, run, device, progress
+        t = cfg.train
+        self.rank, self.world = dist.rank(), dist.world_size()
+        self.main = dist.is_main()
+        self.autocast = (
+            torch.bfloat16 if (t.precision == "bf16" or (t.precision == "auto" and device.type == "cuda")) else None
+        )
+        self.channels_last = device.type == "cuda" if t.channels_last == "auto" else bool(t.channels_last)
+
+        self.videos, self.train_idx, self.holdout_idx = self._load_data()
+        self._check_labels()
+        train_videos = self.videos.subset(self.train_idx)
+        labels = semi_labels(self.videos.labels[self.train_idx], cfg.data.label_rate, seed=t.seed)
+        if not self._uses_labels():
+            labels[:] = -1
+        self.pair_sampler = make_sampler(cfg.data.pairs)
+        self.pairs = PairDataset(
+            train_videos, self.pair_sampler, labels, seed=t.seed, samples_per_video=t.pairs_per_video
+        )
+        self.batches = EpochBatchSampler(len(self.pairs), t.batch_size, seed=t.seed, rank=self.rank, world=self.world)
+        workers = (0 if device.type != "cuda" else min(8, torch.get_num_threads())) if t.workers == -1 else t.workers
+        self.loader = torch.utils.data.DataLoader(
+            self.pairs,
+            batch_sampler=self.batches,
+            num_workers=workers,
+            pin_memory=device.type == "cuda",
+            persistent_workers=False,
+            prefetch_factor=4 if workers else None,
+        )
+        self.augment = BatchAugment(cfg.augment).to(device)
+
+        torch.manual_seed(t.seed)  # identical initial weights on every rank (DDP also broadcasts rank 0's)
+        model = HiCoNet(cfg.model).to(device)
+        if self.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        self.model = model
+        self.loss_fn = cfg.loss.build().to(device)
+        self.optimizer = torch.optim.Adam(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
+        self.steps_per_epoch = self.batches.steps_per_epoch
+        total = t.epochs * self.steps_per_epoch
+        warm = min(t.constant_epochs * self.steps_per_epoch, total)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda s: _constant_then_cosine(s, warm, total)
+        )
+        self.train_model: nn.Module = dist.maybe_sync_batchnorm(model, device) if self.world > 1 else model
+        if self.world > 1:
+            ids = [device.index] if device.type == "cuda" else None
+            self.train_model = nn.parallel.DistributedDataParallel(self.train_model, device_ids=ids)
+        if t.compile:
+            self.train_model = torch.compile(self.train_model)
+        self.epoch, self.step_in_epoch, self.global_step = 0, 0, 0
+        self.best = math.inf
+        self.sums: dict[str, float] = defaultdict(float)  # running sums of the epoch's terms (kept on resume)
+
+    # ----------------------------------------------------------------------------------------------- data
+    def _load_data(self) -> tuple[VideoDataset, np.ndarray, np.ndarray]:
+        cfg = self.cfg
+        cache = default_cache_dir()
+        if not self.main:
+            dist.barrier()  # rank 0 decodes into the disk cache first; the others then read it
+        videos = scan(cfg.data.path, size=cfg.data.working_size, cache_dir=cache)
+        videos.load_all(progress=self.progress and self.main)
+        if self.main:
+            dist.barrier()
+        if len(videos) == 0:
+            raise ValueError(f"no readable video in {cfg.data.path}")
+        for path, reason in videos.unreadable:
+            self._say(f"skipped unreadable {path}: {reason}")
+        t = cfg.train
+        all_idx = np.arange(len(videos))
+        if t.holdout > 0 and len(np.unique(videos.groups)) >= 4 and len(videos.classes) > 1:
+            train_idx, holdout_idx = holdout_split(videos.labels, videos.groups, t.holdout, seed=t.seed)
+        else:
+            train_idx, holdout_idx = all_idx, np.array([], dtype=np.int64)
+        return videos, train_idx, holdout_idx
+
+    def _uses_labels(self) -> bool:
+        loss = self.cfg.loss
+        return self.cfg.data.label_rate > 0 and (loss.kind == "uscl" or "soft_ce" in loss.terms)
+
+    def _check_labels(self) -> None:
+        if not self._uses_labels():
+            return
+        k = len(self.videos.classes)
+        if self.cfg.model.num_classes != k:
+            raise ValueError(
+                f"model.num_classes is {self.cfg.model.num_classes} but {self.cfg.data.path} has {k} classes "
+                f"({', '.join(self.videos.classes)}): pass --set model.num_classes={k}"
+            )
+
+    # ------------------------------------------------------------------------------------------ checkpoints
+    def state(self) -> dict:
+        """Everything needed to continue: weights, optimizer, schedule, position (RNG is derived from it)."""
+        return {
+            "model": unwrap(self.model).state_dict(),
+            "model_config": self.cfg.model.to_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "epoch": self.epoch,
+            "step_in_epoch": self.step_in_epoch,
+            "global_step": self.global_step,
+            "best": self.best,
+            "epoch_sums": dict(self.sums),
+            "config": self.cfg.to_dict(),
+        }
+
+    def save(self, best: bool = False) -> None:
+        """Write last.pt (and best.pt) atomically, on rank 0."""
+        if not self.main:
+            return
+        state = self.state()
+        save_checkpoint(state, self.run.last)
+        if best:
+            save_checkpoint(state, self.run.best)
+
+    def restore(self) -> None:
+        """Continue from last.pt: weights, optimizer, schedule and position."""
+        ckpt = load_checkpoint(self.run.last)
+        unwrap(self.model).load_state_dict(ckpt["model"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.scheduler.load_state_dict(ckpt["scheduler"])
+        self.epoch, self.step_in_epoch = int(ckpt["epoch"]), int(ckpt["step_in_epoch"])
+        self.global_step, self.best = int(ckpt["global_step"]), float(ckpt["best"])
+        self.sums = defaultdict(float, ckpt.get("epoch_sums", {}))
+        if self.main:
+            self.run.truncate_metrics(self.global_step)
+        self._say(f"resumed from {self.run.last} at epoch {self.epoch + 1}, step {self.global_step}")
+
+    # ---------------------------------------------------------------------------------------------- loop
+    def fit(self, resume: bool = False) -> None:
+        """Train to the last epoch (or ``max_steps``), handling interrupts, failures and non-finite losses."""
+        if resume:
+            self.restore()
+        t = self.cfg.train
+        self._status("running")
+        self._stop_requested = False
+        handlers = {}
+        if self.main:  # Ctrl-C / SIGTERM end the current step, then stop cleanly; a second one stops at once
+            handlers = {sig: signal.signal(sig, self._request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            if self.epoch == 0 and self.step_in_epoch == 0 and self.main:
+                self.run.log({"kind": "epoch", "epoch": 0, "step": 0, **self.evaluate()})  # before training
+            while self.epoch < t.epochs and not self._done():
+                if self._stop_requested:
+                    raise _Stop
+                self.train_epoch()
+                if self.step_in_epoch < self.steps_per_epoch:  # stopped by max_steps mid-epoch
+                    break
+                self.epoch, self.step_in_epoch = self.epoch + 1, 0
+                self.end_epoch()
+            self.save()
+            if self.main:
+                unwrap(self.model).export_backbone(self.run.backbone)
+            self._status("finished")
+        except _Stop:  # between two steps: the state is consistent, save it
+            self.save()
+            self._status("interrupted", error="stopped by the user; continue with --resume")
+            self._say(f"interrupted: saved {self.run.last}; continue with: hico pretrain --resume {self.run.root}")
+            raise KeyboardInterrupt from None
+        except KeyboardInterrupt:  # a second Ctrl-C, mid-step: keep the last checkpoint as it is
+            self._status(
+                "interrupted", error="stopped at once by the user; continue with --resume from the last checkpoint"
+            )
+            raise
+        except BaseException as e:
+            self._status(
+                "failed", error=f"{type(e).__name__}: {e}" if not isinstance(e, NonFiniteLossError) else str(e)
+            )
+            raise
+        finally:
+            for sig, handler in handlers.items():
+                signal.signal(sig, handler)
+
+    def _request_stop(self, signum, frame) -> None:
+        if self._stop_requested:
+            raise KeyboardInterrupt
+        self._stop_requested = True
+        self._say("stopping after this step (press Ctrl-C again to stop at once, without saving)")
+
+    def _done(self) -> bool:
+        return bool(self.cfg.train.max_steps) and self.global_step >= self.cfg.train.max_steps
+
+    def train_epoch(self) -> None:
+        """Run the rest of the current epoch (from ``step_in_epoch``)."""
+        from tqdm.auto import tqdm
+
+        t = self.cfg.train
+        self.train_model.train()
+        self.pairs.set_epoch(self.epoch)
+        self.batches.set_epoch(self.epoch, self.step_in_epoch)
+        if self.step_in_epoch == 0:
+            self.sums = defaultdict(float)
+        bar = tqdm(
+            total=self.steps_per_epoch,
+            initial=self.step_in_epoch,
+            desc=f"epoch {self.epoch + 1}/{t.epochs}",
+            unit="step",
+            disable=not (self.progress and self.main),
+            dynamic_ncols=True,
+        )
+        tick, seen = time.perf_counter(), 0
+        for batch in self.loader:
+            terms = self.step(batch)
+            self.step_in_epoch += 1
+            self.global_step += 1
+            seen += t.batch_size
+            for k, v in terms.items():
+                self.sums[k] += v
+            rate = seen / (time.perf_counter() - tick)
+            bar.update(1)
+            bar.set_postfix(loss=f"{terms['total']:.3f}", pairs_s=f"{rate:.1f}")
+            if self.global_step % t.log_every == 0 and self.main:
+                record = {"kind": "step", "epoch": self.epoch + 1, "step": self.global_step, "lr": self.lr, **terms}
+                self.run.log({**record, "pairs_per_s": rate})
+                if not self.progress:
+                    self._say(
+                        f"epoch {self.epoch + 1} step {self.global_step} loss {terms['total']:.4f} {rate:.1f} pairs/s"
+                    )
+            if t.checkpoint_every and self.global_step % t.checkpoint_every == 0:
+                self.save()
+            if self._stop_requested:
+                raise _Stop
+            if self._done():
+                break
+        bar.close()
+        n = max(1, self.step_in_epoch)
+        self.epoch_means = {f"train_{k}": v / n for k, v in self.sums.items()}
+        self.epoch_rate = seen / max(1e-9, time.perf_counter() - tick)
+
+    @property
+    def lr(self) -> float:
+        return self.optimizer.param_groups[0]["lr"]
+
+    def step(self, batch: dict) -> dict[str, float]:
+        """One optimizer step on a batch from the loader; returns the loss terms as floats."""
+        gen = torch.Generator(self.device).manual_seed(
+            _mix(self.cfg.train.seed, self.epoch, self.step_in_epoch, self.rank)
+        )
+        batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
+        with torch.no_grad():
+            v1, v2 = make_views(batch, self.pair_sampler, self.augment, gen)
+        if self.channels_last:
+            v1, v2 = v1.contiguous(memory_format=torch.channels_last), v2.contiguous(memory_format=torch.channels_last)
+        labels = batch["label"]
+        with torch.autocast(self.device.type, dtype=self.autocast or torch.bfloat16, enabled=self.autocast is not None):
+            out1, out2 = forward_views(self.train_model, v1, v2)
+            if self.world > 1:
+                out1, out2 = dist.gather_outputs(out1), dist.gather_outputs(out2)
+                labels = dist.all_gather_nograd(labels)
+            terms = self.loss_fn(out1, out2, labels)
+        values = torch.stack([v.detach().float() for v in terms.values()]).cpu()  # one sync per step
+        if not torch.isfinite(values).all():
+            bad = [k for k, v in zip(terms, values.tolist(), strict=True) if not math.isfinite(v)]
+            name = next((k for k in bad if k not in ("total", "con")), bad[0])
+            raise NonFiniteLossError(
+                f"non-finite loss at step {self.global_step + 1} (epoch {self.epoch + 1}): term {name!r} is "
+                f"{terms[name].item()}; stopped, the last good checkpoint is kept ({self.run.last})"
+            )
+        self.optimizer.zero_grad(set_to_none=True)
+        terms["total"].backward()
+        self.optimizer.step()
+        self.scheduler.step()
+        return dict(zip(terms, values.tolist(), strict=True))
+
+    def end_epoch(self) -> None:
+        """Evaluate, log the epoch record, write last.pt (and best.pt when the held-out loss improves)."""
+        record = {"kind": "epoch", "epoch": self.epoch, "step": self.global_step, "lr": self.lr}
+        record.update(self.epoch_means)
+        record["pairs_per_s"] = self.epoch_rate
+        record.update(self.evaluate())
+        criterion = record.get("holdout_con", record.get("train_total", math.inf))
+        improved = criterion < self.best
+        if improved:
+            self.best = criterion
+        self.save(best=improved)
+        if self.main:
+            self.run.log(record)
+            knn = " ".join(f"{k}={v:.3f}" for k, v in record.items() if k.startswith("knn_") and v is not None)
+            self._say(
+                f"epoch {self.epoch}/{self.cfg.train.epochs}: loss {record.get('train_total', float('nan')):.4f} {knn}"
+            )
+        self._status("running")
+
+    @torch.no_grad()
+    def evaluate(self) -> dict:
+        """Held-out contrastive loss and per-level k-NN accuracy (rank 0; empty without a held-out split)."""
+        t = self.cfg.train
+        out: dict = {}
+        if not self.main or len(self.holdout_idx) == 0:
+            return out
+        model = unwrap(self.model)
+        model.eval()
+        try:
+            out["holdout_con"] = self._holdout_loss(model)
+            if t.knn_every and self.epoch % t.knn_every == 0:
+                from hico.eval.features import extract_features
+                from hico.eval.knn import level_knn_accuracy
+
+                feats = extract_features(
+                    model, self.videos, size=self.cfg.augment.size, per_video=t.knn_frames_per_video,
+                    batch_size=64, device=self.device,
+                )  # fmt: skip
+                acc = level_knn_accuracy(feats, self.train_idx, self.holdout_idx, k=t.knn_k)
+                out.update({f"knn_{level}": float(v) for level, v in acc.items()})
+        finally:
+            model.train()
+        return out
+
+    def _holdout_loss(self, model: nn.Module) -> float:
+        """Mean contrastive loss (``con``: no labels) of fixed pairs of held-out videos, model in eval mode."""
+        videos = self.videos.subset(self.holdout_idx)
+        per_video = max(1, math.ceil(2 * self.cfg.train.batch_size / len(videos)))
+        pairs = PairDataset(videos, self.pair_sampler, None, seed=self.cfg.train.seed + 1, samples_per_video=per_video)
+        loader = torch.utils.data.DataLoader(
+            pairs, batch_size=self.cfg.train.batch_size, drop_last=len(pairs) > self.cfg.train.batch_size
+        )
+        gen = torch.Generator(self.device).manual_seed(self.cfg.train.seed + 1)
+        total, n = 0.0, 0
+        for batch in loader:
+            if len(batch["frames"]) < 2:
+                continue
+            batch = {k: v.to(self.device) for k, v in batch.items()}
+            v1, v2 = make_views(batch, self.pair_sampler, self.augment, gen)
+            with torch.autocast(
+                self.device.type, dtype=self.autocast or torch.bfloat16, enabled=self.autocast is not None
+            ):
+                out1, out2 = forward_views(model, v1, v2)
+                terms = self.loss_fn(out1, out2, None)
+            total += float(terms.get("con", terms["total"]))
+            n += 1
+        return total / max(n, 1)
+
+    # ------------------------------------------------------------------------------------------- helpers
+    def _status(self, state: str, **fields) -> None:
+        if self.main:
+            self.run.set_status(
+                state, epoch=self.epoch, epochs=self.cfg.train.epochs, step=self.global_step,
+                steps_per_epoch=self.steps_per_epoch, **fields,
+            )  # fmt: skip
+
+    def _say(self, msg: str) -> None:
+        if self.main:
+            print(msg, file=sys.stderr, flush=True)
+
+
+def _constant_then_cosine(step: int, constant: int, total: int) -> float:
+    """LR factor: 1 for ``constant`` steps, then a cosine decay to 0 at ``total`` steps."""
+    if step < constant or total <= constant:
+        return 1.0
+    return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - constant) / (total - constant))))
+
+
+def _mix(*ints: int) -> int:
+    """A 63-bit seed from several integers (SeedSequence mixing: nearby inputs give unrelated seeds)."""
+    return int(np.random.SeedSequence(list(ints)).generate_state(1, np.uint64)[0] >> np.uint64(1))
