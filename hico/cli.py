@@ -85,6 +85,14 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--data", type=Path, default=SAMPLES)
     demo.add_argument("--out", type=Path, default=PROJECT_ROOT / "runs" / "demo")
     demo.set_defaults(func=cmd_demo)
+    from hico.eval.finetune import register as register_finetune
+
+    register_finetune(sub)
+    from hico.eval.embed import register as register_embed
+    from hico.eval.probe import register as register_probe
+
+    register_probe(sub)
+    register_embed(sub)
     return p
 
 

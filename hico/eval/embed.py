@@ -1,0 +1,178 @@
+"""Per-frame embeddings for inspection: features at three levels, frame thumbnails, optional 2-D UMAP.
+
+``hico embed --backbone RUNDIR --data PATH --out emb.npz [--umap]`` writes:
+
+- ``emb.npz``: everything :meth:`hico.eval.features.Features.save` stores (``level_local``, ``level_medium``,
+  ``level_global`` (F, D) float32, ``labels``, ``video``, ``frame``, ``groups``, ``classes``, ``video_ids``,
+  ``meta``), plus ``class_name`` (F,) and ``video_id`` (F,) strings, ``thumb`` (F,): the thumbnail path of
+  each frame relative to the npz's folder, and with ``--umap`` ``umap_local``, ``umap_medium``,
+  ``umap_global`` (F, 2) float32. Load it with ``Features.load`` (the extra arrays land in ``.extra``) or
+  ``np.load`` (no pickle needed).
+- ``emb_thumbs/NNNNNN.png``: a 64 px grey thumbnail of each frame, row N of the npz.
+
+UMAP (umap-learn; n_neighbors=15, min_dist=0.1, cosine metric, random_state=0) is cached on disk by content:
+the key is the SHA-1 of the feature array's bytes, shape and dtype, the parameters and the umap version, so the
+same features never go through UMAP twice (the first call in a process also pays numba's ~15 s compilation).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from hico.io import atomic_write
+
+UMAP_DEFAULTS = {"n_neighbors": 15, "min_dist": 0.1, "metric": "cosine", "random_state": 0}
+"""Parameters of :func:`umap_2d` unless overridden."""
+
+THUMB_SIZE = 64
+
+
+def umap_cache_dir() -> Path:
+    """``<hico cache>/umap`` (``$HICO_CACHE/umap``, else ``~/.cache/hico/umap``)."""
+    from hico.data.cache import default_cache_dir
+
+    return default_cache_dir() / "umap"
+
+
+def umap_key(x: np.ndarray, params: dict) -> str:
+    """SHA-1 of ``x`` (bytes, shape, dtype), the UMAP parameters and the umap-learn version."""
+    import umap
+
+    x = np.ascontiguousarray(x)
+    h = hashlib.sha1(f"{x.dtype.str}|{x.shape}|{json.dumps(params, sort_keys=True)}|{umap.__version__}|".encode())
+    h.update(memoryview(x).cast("B"))
+    return h.hexdigest()
+
+
+def umap_2d(x: np.ndarray, cache_dir: str | os.PathLike[str] | None = None, **params) -> np.ndarray:
+    """2-D UMAP coordinates of the rows of ``x``, (F, 2) float32, cached on disk by content.
+
+    Args:
+        x: (F, D) features (converted to float32).
+        cache_dir: cache folder (default :func:`umap_cache_dir`); entries are ``<key>.npy``, written to a
+            temporary file and renamed, so concurrent or killed runs never leave a truncated entry.
+        **params: ``umap.UMAP`` arguments overriding :data:`UMAP_DEFAULTS`. ``n_neighbors`` is clipped to
+            F - 1; fewer than 4 rows cannot be embedded and give zeros.
+    """
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    if x.ndim != 2:
+        raise ValueError(f"umap_2d needs (F, D) features, got shape {x.shape}")
+    params = {**UMAP_DEFAULTS, **params}
+    if len(x) < 4:
+        return np.zeros((len(x), 2), np.float32)
+    folder = Path(cache_dir) if cache_dir is not None else umap_cache_dir()
+    path = folder / f"{umap_key(x, params)}.npy"
+    if path.is_file():
+        try:
+            y = np.load(path, allow_pickle=False)
+            if y.shape == (len(x), 2):
+                return y
+        except (OSError, ValueError):
+            pass  # unreadable entry: compute it again
+    import umap
+
+    fit = {**params, "n_neighbors": max(2, min(int(params["n_neighbors"]), len(x) - 1))}
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*n_jobs value.*")  # random_state forces one thread
+        warnings.filterwarnings("ignore", message=".*Graph is not fully connected.*")
+        y = umap.UMAP(n_components=2, **fit).fit_transform(x).astype(np.float32)
+    atomic_write(path, lambda f: np.save(f, y), mode="wb")
+    return y
+
+
+def thumbs_dir(out: str | os.PathLike[str]) -> Path:
+    """The thumbnail folder of an embedding file: ``emb.npz`` -> ``emb_thumbs``."""
+    out = Path(out)
+    return out.with_name(f"{out.stem}_thumbs")
+
+
+def write_thumbnails(videos, picks: np.ndarray, folder: Path, size: int = THUMB_SIZE) -> list[str]:
+    """Save frame ``picks[n]`` as ``folder/NNNNNN.png`` (size x size grey); returns the file names in order.
+
+    The folder is written next to its final place and swapped in at the end, replacing an older one.
+    """
+    from PIL import Image
+
+    folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.tmp-"))
+    names = []
+    try:
+        current, frames = -1, None
+        for n, (v, f) in enumerate(picks):
+            if v != current:
+                current, frames = int(v), videos.frames(int(v))
+            img = Image.fromarray(np.asarray(frames[f]))
+            if img.size != (size, size):
+                img = img.resize((size, size), Image.Resampling.BILINEAR, reducing_gap=2.0)
+            name = f"{n:06d}.png"
+            img.save(tmp / name)
+            names.append(name)
+        if folder.exists():
+            shutil.rmtree(folder)
+        os.replace(tmp, folder)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return names
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add ``hico embed`` to the ``hico`` sub-commands."""
+    from hico.eval.features import add_common_arguments
+
+    p = sub.add_parser(
+        "embed",
+        help="save per-frame local/medium/global features, thumbnails and optional UMAP coordinates",
+        description=__doc__.split("\n\n")[0],
+    )
+    add_common_arguments(p)
+    p.add_argument("--out", type=Path, required=True, help="output .npz file (thumbnails go to <name>_thumbs/)")
+    p.add_argument("--umap", action="store_true", help="add 2-D UMAP coordinates per level (cached by content)")
+    p.add_argument("--thumb-size", type=int, default=THUMB_SIZE, help="thumbnail side in pixels (default 64)")
+    p.set_defaults(func=cmd_embed)
+
+
+def cmd_embed(args: argparse.Namespace) -> int:
+    """``hico embed``: features + thumbnails (+ UMAP) of the picked frames, into one npz."""
+    import time
+
+    from hico.eval.features import features_from_args
+
+    out = Path(args.out)
+    if out.suffix != ".npz":
+        raise ValueError(f"--out must name a .npz file, got {out}")
+    if args.thumb_size < 8:
+        raise ValueError(f"--thumb-size must be at least 8 px, got {args.thumb_size}")
+    feats, videos, timing = features_from_args(args)
+    t1 = time.perf_counter()
+    folder = thumbs_dir(out)
+    names = write_thumbnails(videos, np.stack([feats.video, feats.frame], axis=1), folder, args.thumb_size)
+    feats.meta["thumb_size"] = args.thumb_size
+    feats.extra["thumb"] = np.asarray([f"{folder.name}/{n}" for n in names], dtype=str)
+    feats.extra["class_name"] = np.asarray(feats.classes, dtype=str)[feats.labels]
+    feats.extra["video_id"] = feats.frame_video_ids
+    t2 = time.perf_counter()
+    if args.umap:
+        for name, x in feats.levels.items():
+            feats.extra[f"umap_{name}"] = umap_2d(x)
+        feats.meta["umap"] = UMAP_DEFAULTS
+    t3 = time.perf_counter()
+    feats.save(out)
+    dims = ", ".join(f"{k} {v.shape[1]}" for k, v in feats.levels.items())
+    print(f"{len(feats)} frames of {len(videos)} videos; levels: {dims}")
+    print(
+        f"time: load {timing['load_s']:.1f} s, features {timing['features_s']:.1f} s ({timing['device']}), "
+        f"thumbnails {t2 - t1:.1f} s" + (f", UMAP {t3 - t2:.1f} s" if args.umap else "")
+    )
+    print(f"wrote {out} and {len(names)} thumbnails in {folder}")
+    return 0

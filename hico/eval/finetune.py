@@ -1,0 +1,714 @@
+"""Downstream fine-tuning, k-fold by patient, with honest and optimistic metrics side by side.
+
+The model: the pretrained ResNet-18 trunk (``resolve_backbone(spec).backbone``), global average pooling of C5,
+and a NEW ``Linear(512, K)`` head. ``trainable`` picks what is trained:
+
+- ``"last_block"`` (default; the authors' "fine-tune the last 3 layers"): ``layer4[1]`` (two convs, two BNs)
+  and the head;
+- ``"head"``: the head only (a linear classifier on frozen features);
+- ``"layer4"``: all of ``layer4`` and the head;
+- ``"all"``: everything.
+
+Frozen parts are frozen completely: no gradient, not in the optimizer (so no weight decay either), and kept in
+eval mode, so their BatchNorm layers use, and never update, the pretrained running statistics. The frozen
+prefix of the network runs under ``torch.no_grad``; in training it runs on every (augmented) batch, and in
+evaluation its output on the (deterministic) evaluation inputs is computed once per fold and cached when it
+fits in :data:`EVAL_CACHE_BYTES` (then each epoch's evaluation runs only the trainable suffix).
+
+Training (the authors' recipe unless said otherwise): cross-entropy, Adam (lr 0.01, L2 weight decay 1e-4),
+a cosine decay of the learning rate to 0 over all steps of all epochs (stepped per batch), batch 32, 30 epochs
+(the paper; the authors' code ran 100). Augmentation: :class:`~hico.data.augment.BatchAugment` with
+RandomResizedCrop(scale 0.8-1, ratio 0.8-1.25), horizontal flip, and a MILD brightness / contrast jitter
+(strength 0.2, probability 0.8: the pretraining's 0.8 would wash frames out for a classifier), per sample.
+Evaluation input: the whole frame resized to ``size`` by the same bilinear resampling and normalisation as
+training (BatchAugment with identity parameters), so training and test inputs differ only by the augmentation.
+
+Frames: a training video contributes ``frames_per_video`` evenly spaced frames (the centres of that many
+equal segments of the video; all frames when it has fewer; ``None`` = all), fixed for the whole run, so long
+videos do not dominate the loss. Test and inner-validation videos contribute ``test_frames_per_video`` frames
+chosen the same way (default ``None`` = all frames: every frame is scored, as the authors do).
+
+Folds and protocols. Videos are split by :func:`~hico.data.splits.kfold_splits` (grouped by patient, stratified
+by class). In each fold, a grouped holdout (:func:`~hico.data.splits.holdout_split`, ``val_fraction`` of the
+fold's training videos) is the INNER VALIDATION set; the model is trained ONCE on the rest, and the test
+and inner-validation sets are scored after every epoch. From that one run, three numbers per fold:
+
+- ``honest_final``: the test metrics at the final epoch (a fixed epoch budget chosen in advance);
+- ``honest_val``: the test metrics at the epoch with the best inner-validation accuracy (ties: lower
+  validation loss, then the earlier epoch); no test label is looked at to choose it;
+- ``optimistic_best_test``: the test metrics at the epoch with the best TEST accuracy (ties: the earlier
+  epoch): the authors' protocol. It selects on the test set, so it is biased upwards; it is reported only
+  beside the honest ones, and it is >= ``honest_final`` by construction.
+
+All three come from the same model trained on the fold's training videos minus the inner validation videos,
+so they differ only in how the epoch is chosen (training on 80 % of the fold's training videos costs all
+three a little against training on all of them). Per fold and over folds (confusion matrices summed, then
+accuracy = trace / total): confusion matrix, accuracy, per-class precision / recall / F1, macro F1,
+video-level accuracy (majority vote of the frames, ties to the lowest class index), and a bootstrap 95 %
+interval of the total accuracy that resamples videos.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import dataclasses
+import math
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from hico.data.augment import AugmentParams, BatchAugment, make_generator
+from hico.data.dataset import VideoDataset
+from hico.data.splits import holdout_split, kfold_splits
+from hico.dist import resolve_device
+from hico.eval.features import frame_indices, frames_arg
+from hico.eval.metrics import bootstrap_ci, classification_report, confusion, video_vote
+from hico.io import write_json
+from hico.models.backbone import STAGE_CHANNELS, ResNetTrunk
+
+TRAINABLE = ("last_block", "head", "layer4", "all")
+"""The ``trainable`` modes, the default first."""
+
+_FIRST_TRAINABLE_STAGE = {"all": 0, "layer4": 4, "last_block": 5, "head": 6}
+"""Index, in :meth:`FinetuneNet.stages`, of the first trained stage (stem, layer1..3, layer4[0], layer4[1])."""
+
+PROTOCOLS = ("honest_final", "honest_val", "optimistic_best_test")
+
+PROTOCOL_LABELS = {
+    "honest_final": "final epoch (honest)",
+    "honest_val": "inner-val best epoch (honest)",
+    "optimistic_best_test": "best TEST epoch (optimistic)",
+}
+
+PROTOCOL_DESCRIPTIONS = {
+    "honest_final": "test metrics at the final epoch (fixed epoch budget)",
+    "honest_val": "test metrics at the epoch with the best inner-validation accuracy (grouped holdout of the "
+    "fold's training videos, not trained on)",
+    "optimistic_best_test": "OPTIMISTIC: test metrics at the epoch with the best test accuracy (the authors' "
+    "protocol; selects on the test set, biased upwards)",
+}
+
+AUGMENT = {
+    "scale": (0.8, 1.0),
+    "ratio": (0.8, 1.25),
+    "flip_p": 0.5,
+    "brightness": 0.2,
+    "contrast": 0.2,
+    "saturation": 0.0,
+    "hue": 0.0,
+    "jitter_p": 0.8,
+}
+"""Training augmentation (:class:`BatchAugment` overrides besides ``size``): crop and flip as the authors, mild
+jitter."""
+
+EVAL_CACHE_BYTES = 2 * 1024**3
+"""Largest cache of the frozen prefix's output on one evaluation set; larger sets recompute it each epoch."""
+
+EVAL_BATCH = 128
+"""Frames per forward pass in evaluation."""
+
+
+# ---------------------------------------------------------------------------------------------------- config
+
+
+@dataclass
+class FinetuneConfig:
+    """Settings of :func:`finetune` (see the module docstring for what they do).
+
+    folds: number of cross-validation folds (grouped by patient, stratified by class), >= 2.
+    epochs: training epochs per fold (>= 1).
+    batch_size: training batch size (>= 2: trained BatchNorm layers need more than one sample).
+    lr, weight_decay: Adam learning rate (> 0) and L2 weight decay (>= 0); cosine decay over all steps.
+    trainable: one of :data:`TRAINABLE`.
+    size: input side in pixels (>= 32).
+    frames_per_video: evenly spaced frames per training video, or None for all.
+    test_frames_per_video: evenly spaced frames per test / inner-validation video, or None for all.
+    seed: seeds the folds, the inner split, the head's init, the batch order and the augmentation.
+    device: ``"auto"`` (CUDA when available, else CPU), ``"cpu"``, ``"cuda"``, ``"cuda:N"``.
+    classes: the classes to keep (others are dropped), or None for all of the dataset's.
+    val_fraction: fraction of each fold's training videos held out as inner validation, in (0, 1).
+    bootstrap: bootstrap replicates of the accuracy interval (>= 1).
+    """
+
+    folds: int = 5
+    epochs: int = 30
+    batch_size: int = 32
+    lr: float = 0.01
+    weight_decay: float = 1e-4
+    trainable: str = "last_block"
+    size: int = 224
+    frames_per_video: int | None = 16
+    test_frames_per_video: int | None = None
+    seed: int = 0
+    device: str = "auto"
+    classes: list[str] | None = None
+    val_fraction: float = 0.2
+    bootstrap: int = 1000
+
+    def __post_init__(self) -> None:
+        _check_int("folds", self.folds, 2)
+        _check_int("epochs", self.epochs, 1)
+        _check_int("batch_size", self.batch_size, 2)
+        _check_int("size", self.size, 32)
+        _check_int("seed", self.seed, 0)
+        _check_int("bootstrap", self.bootstrap, 1)
+        for name in ("frames_per_video", "test_frames_per_video"):
+            if getattr(self, name) is not None:
+                _check_int(name, getattr(self, name), 1, extra=" or None (all frames)")
+        if not _is_number(self.lr) or not self.lr > 0:
+            raise ValueError(f"FinetuneConfig.lr must be a finite number > 0, got {self.lr!r}")
+        if not _is_number(self.weight_decay) or self.weight_decay < 0:
+            raise ValueError(f"FinetuneConfig.weight_decay must be a finite number >= 0, got {self.weight_decay!r}")
+        if not _is_number(self.val_fraction) or not 0 < self.val_fraction < 1:
+            raise ValueError(f"FinetuneConfig.val_fraction must be in (0, 1), got {self.val_fraction!r}")
+        if self.trainable not in TRAINABLE:
+            raise ValueError(f"FinetuneConfig.trainable must be one of {', '.join(TRAINABLE)}, got {self.trainable!r}")
+        if not isinstance(self.device, str):
+            raise ValueError(f"FinetuneConfig.device must be a string such as auto, cpu, cuda, got {self.device!r}")
+        if self.device != "auto":
+            try:
+                torch.device(self.device)
+            except (RuntimeError, ValueError):
+                raise ValueError(
+                    f"FinetuneConfig.device must be auto, cpu, cuda or cuda:N, got {self.device!r}"
+                ) from None
+        if self.classes is not None:
+            if isinstance(self.classes, str) or not all(isinstance(c, str) for c in self.classes):
+                raise ValueError(f"FinetuneConfig.classes must be a list of class names, got {self.classes!r}")
+            self.classes = list(self.classes)
+            if len(set(self.classes)) != len(self.classes) or len(self.classes) < 2:
+                raise ValueError(f"FinetuneConfig.classes must name at least 2 distinct classes, got {self.classes}")
+
+
+def _is_number(v: object) -> bool:
+    return not isinstance(v, bool) and isinstance(v, (int, float)) and math.isfinite(v)
+
+
+def _check_int(name: str, v: object, minimum: int, extra: str = "") -> None:
+    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < minimum:
+        raise ValueError(f"FinetuneConfig.{name} must be an int >= {minimum}{extra}, got {v!r}")
+
+
+# ----------------------------------------------------------------------------------------------------- model
+
+
+class FinetuneNet(nn.Module):
+    """ResNet-18 trunk -> global average pooling of C5 -> a new ``Linear(512, num_classes)``.
+
+    ``forward(x)``: (N, 3, H, W) -> (N, num_classes) logits, = ``suffix(prefix(x))``: :meth:`prefix` runs the
+    frozen stages under ``torch.no_grad``, :meth:`suffix` the trained ones, the pooling and the head.
+
+    The frozen stages have ``requires_grad = False`` and stay in eval mode whatever ``train()`` is called
+    with (their BatchNorm running statistics are used, never updated).
+    """
+
+    def __init__(self, trunk: ResNetTrunk, num_classes: int, trainable: str = "last_block") -> None:
+        super().__init__()
+        if trainable not in TRAINABLE:
+            raise ValueError(f"trainable must be one of {', '.join(TRAINABLE)}, got {trainable!r}")
+        self.trunk = trunk
+        self.head = nn.Linear(STAGE_CHANNELS["c5"], num_classes)
+        self.trainable = trainable
+        self.split = _FIRST_TRAINABLE_STAGE[trainable]
+        for i, stage in enumerate(self.stages()):
+            for module in stage:
+                module.requires_grad_(i >= self.split)
+        self.train()
+
+    def stages(self) -> list[tuple[nn.Module, ...]]:
+        """The trunk in six stages: stem (conv1, bn1, relu, maxpool), layer1, layer2, layer3, layer4[0],
+        layer4[1]."""
+        t = self.trunk
+        return [
+            (t.conv1, t.bn1, t.relu, t.maxpool),
+            (t.layer1,),
+            (t.layer2,),
+            (t.layer3,),
+            (t.layer4[0],),
+            (t.layer4[1],),
+        ]
+
+    def frozen_modules(self) -> list[nn.Module]:
+        """The modules of the frozen stages."""
+        return [m for stage in self.stages()[: self.split] for m in stage]
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        """The parameters that are trained (``requires_grad``)."""
+        return [p for p in self.parameters() if p.requires_grad]
+
+    def train(self, mode: bool = True) -> FinetuneNet:
+        """Set train / eval mode; the frozen stages stay in eval mode."""
+        super().train(mode)
+        for module in self.frozen_modules():
+            module.eval()
+        return self
+
+    def prefix(self, x: Tensor) -> Tensor:
+        """The frozen stages' output (no autograd graph); ``x`` itself when nothing is frozen."""
+        with torch.no_grad():
+            for stage in self.stages()[: self.split]:
+                for module in stage:
+                    x = module(x)
+        return x
+
+    def suffix(self, h: Tensor) -> Tensor:
+        """The trained stages, global average pooling and the head: prefix output -> logits."""
+        for stage in self.stages()[self.split :]:
+            for module in stage:
+                h = module(h)
+        return self.head(h.mean(dim=(2, 3)))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.suffix(self.prefix(x))
+
+
+def make_augment(size: int) -> BatchAugment:
+    """The training augmentation at ``size`` px (:data:`AUGMENT`)."""
+    return BatchAugment(size=size, **AUGMENT)
+
+
+def _to_input(frames: Tensor, augment: BatchAugment) -> Tensor:
+    """(B, H, W) uint8 frames -> (B, 3, size, size) float32: whole-frame resize and normalisation only.
+
+    The same bilinear resampling and normalisation as the training augmentation, with identity parameters.
+    """
+    b, h, w = frames.shape[0], frames.shape[-2], frames.shape[-1]
+    params = AugmentParams.identity(b, h, w, frames.device)
+    return augment.apply_params(frames, params, memory_format=torch.contiguous_format)
+
+
+def _batches(order: np.ndarray, batch_size: int) -> list[np.ndarray]:
+    """Consecutive batches of ``order``; a last batch of one sample joins the previous one (BatchNorm)."""
+    chunks = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    if len(chunks) > 1 and len(chunks[-1]) == 1:
+        chunks[-2] = np.concatenate([chunks[-2], chunks.pop()])
+    return chunks
+
+
+def train_epoch(
+    model: FinetuneNet,
+    frames: Tensor,
+    labels: Tensor,
+    augment: BatchAugment,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None,
+    batch_size: int,
+    rng: np.random.Generator,
+    generator: torch.Generator | None = None,
+    amp: bool = False,
+) -> float:
+    """One epoch of cross-entropy training over ``frames`` (N, S, S) uint8 with ``labels`` (N,) int64.
+
+    Batches are drawn from a permutation by ``rng``, augmented on the model's device (``generator`` on that
+    device), stepped by ``optimizer`` and, per batch, ``scheduler``. Returns the mean training loss.
+    """
+    device = next(model.parameters()).device
+    model.train()
+    total, count = 0.0, 0
+    for idx in _batches(rng.permutation(len(frames)), batch_size):
+        sel = torch.from_numpy(idx)
+        x = augment(frames[sel].to(device, non_blocking=True), generator, memory_format=torch.contiguous_format)
+        y = labels[sel].to(device, non_blocking=True)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+            logits = model(x)
+        loss = F.cross_entropy(logits.float(), y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
+        total += float(loss.detach()) * len(idx)
+        count += len(idx)
+    return total / max(count, 1)
+
+
+class EvalSet:
+    """The frames of some videos to score after every epoch, with the frozen prefix's output cached.
+
+    Args:
+        frames: (N, S, S) uint8 (CPU).
+        labels: (N,) int64 true class of each frame.
+        video_ids: (N,) video id of each frame.
+    """
+
+    def __init__(self, frames: Tensor, labels: np.ndarray, video_ids: np.ndarray) -> None:
+        self.frames = frames
+        self.labels = np.asarray(labels, dtype=np.int64)
+        self.video_ids = np.asarray(video_ids)
+        self._features: Tensor | None = None
+        self._cacheable = True
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+    @torch.no_grad()
+    def logits(self, model: FinetuneNet, augment: BatchAugment, amp: bool = False) -> Tensor:
+        """(N, K) float32 CPU logits of the model in eval mode; caches the prefix's output on first use.
+
+        The cache is valid because the prefix is frozen (no gradient, eval mode) for the model's whole life:
+        use one EvalSet per model.
+        """
+        device = next(model.parameters()).device
+        model.eval()
+        out = []
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+            if self._features is None and self._cacheable and model.split > 0 and len(self):
+                self._build_cache(model, augment, device)
+            for start in range(0, len(self), EVAL_BATCH):
+                if self._features is not None:
+                    logits = model.suffix(self._features[start : start + EVAL_BATCH])
+                else:
+                    x = _to_input(self.frames[start : start + EVAL_BATCH].to(device), augment)
+                    logits = model(x)
+                out.append(logits.float().cpu())
+        return torch.cat(out) if out else torch.zeros(0, model.head.out_features)
+
+    def _build_cache(self, model: FinetuneNet, augment: BatchAugment, device: torch.device) -> None:
+        parts: list[Tensor] = []
+        used = 0
+        for start in range(0, len(self), EVAL_BATCH):
+            h = model.prefix(_to_input(self.frames[start : start + EVAL_BATCH].to(device), augment))
+            used += h.numel() * h.element_size()
+            if used * len(self) / (start + len(h)) > EVAL_CACHE_BYTES:  # projected size of the whole cache
+                self._cacheable = False
+                return
+            parts.append(h)
+        self._features = torch.cat(parts)
+
+
+# ------------------------------------------------------------------------------------------------------ data
+
+
+def gather_frames(
+    videos: VideoDataset, indices: np.ndarray, count: int | None
+) -> tuple[Tensor, np.ndarray, np.ndarray]:
+    """The chosen frames of videos ``indices``: ((N, S, S) uint8 tensor, (N,) labels, (N,) video ids)."""
+    labels = videos.labels
+    chunks, ys, ids = [], [], []
+    for i in indices:
+        frames = videos.frames(int(i))
+        sel = frame_indices(len(frames), count)
+        chunks.append(np.asarray(frames[sel]))
+        ys.append(np.full(len(sel), labels[i], dtype=np.int64))
+        ids += [videos.videos[int(i)].video_id] * len(sel)
+    if not chunks:
+        raise ValueError("no video to gather frames from")
+    return torch.from_numpy(np.concatenate(chunks)), np.concatenate(ys), np.array(ids)
+
+
+# --------------------------------------------------------------------------------------------------- metrics
+
+
+def protocol_metrics(
+    y_true: np.ndarray, y_pred: np.ndarray, video_ids: np.ndarray, classes: list[str]
+) -> dict[str, Any]:
+    """Frame-level confusion matrix and report, and video-level (majority vote) accuracy."""
+    cm = confusion(y_true, y_pred, len(classes))
+    vt, vp = video_vote(y_pred, video_ids, y_true, num_classes=len(classes))
+    return {
+        "confusion": cm.tolist(),
+        **classification_report(cm, classes),
+        "video_accuracy": float((vt == vp).mean()) if len(vt) else 0.0,
+        "n_videos": len(vt),
+    }
+
+
+def inner_split(labels: np.ndarray, groups: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(fit, validation) positions in a fold's training videos: :func:`~hico.data.splits.holdout_split`.
+
+    ``holdout_split`` holds out one of ``round(1 / fraction)`` grouped, stratified folds; on a small training
+    set (fewer groups than that, or fewer videos than that in every class) scikit-learn refuses the split, so
+    the number of folds is then capped (a larger share is held out). sklearn's warning about small classes is
+    silenced: the split is still grouped and as stratified as the counts allow.
+    """
+    labels, groups = np.asarray(labels), np.asarray(groups)
+    k = max(2, round(1 / fraction))
+    cap = min(len(np.unique(groups)), int(np.bincount(labels).max()))
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The least populated class", category=UserWarning)
+        if k <= cap:
+            return holdout_split(labels, groups, fraction=fraction, seed=seed)
+        return kfold_splits(labels, groups, k=max(2, cap), seed=seed)[0]
+
+
+def _choose_epochs(history: list[dict]) -> dict[str, int]:
+    """0-based epoch of each protocol (see the module docstring for the tie rules)."""
+    final = len(history) - 1
+    val = max(range(len(history)), key=lambda e: (history[e]["val_accuracy"], -history[e]["val_loss"], -e))
+    best = max(range(len(history)), key=lambda e: (history[e]["test_accuracy"], -e))
+    return {"honest_final": final, "honest_val": val, "optimistic_best_test": best}
+
+
+# ------------------------------------------------------------------------------------------------------- run
+
+
+def finetune(backbone_spec: str, videos: VideoDataset, cfg: FinetuneConfig, progress: bool = True) -> dict:
+    """Fine-tune the backbone ``backbone_spec`` on ``videos``, ``cfg.folds``-fold, and score it.
+
+    Args:
+        backbone_spec: ``random``, ``imagenet``, a run directory or a backbone / checkpoint file
+            (:func:`hico.models.resolve_backbone`).
+        videos: a loaded dataset (its frames' working size should be >= ``cfg.size``).
+        cfg: settings.
+        progress: a tqdm bar per fold (epochs), with loss and accuracies in its postfix.
+
+    Returns:
+        A JSON-serialisable dict: ``config``, ``backbone``, ``data``, ``classes``, ``device``, ``protocols``
+        (what each protocol means), ``folds`` (per fold: ``train_videos``, ``val_videos``, ``test_videos``
+        ids, frame counts, per-epoch ``history`` and the three protocols' metrics), ``summary`` (per
+        protocol over all folds: summed ``confusion``, ``accuracy``, ``accuracy_ci``, ``per_class``,
+        ``macro_f1``, ``video_accuracy``, chosen ``epochs`` (1-based), ``fold_accuracy``) and ``seconds``.
+    """
+    from tqdm.auto import tqdm
+
+    from hico.models.resolve import resolve_backbone
+
+    t0 = time.perf_counter()
+    if cfg.classes is not None:
+        videos = videos.with_classes(cfg.classes)
+    classes = videos.classes
+    if len(classes) < 2:
+        raise ValueError(f"fine-tuning needs at least 2 classes, {videos.root} has {classes}")
+    device = resolve_device(cfg.device)
+    amp = device.type == "cuda"
+    torch.manual_seed(cfg.seed)
+    pretrained = resolve_backbone(backbone_spec).backbone.cpu()
+    labels, groups = videos.labels, videos.groups
+    ids = np.array([v.video_id for v in videos.videos])
+    splits = kfold_splits(labels, groups, k=cfg.folds, seed=cfg.seed)
+    augment = make_augment(cfg.size)
+
+    folds, chosen = [], []
+    for f, (train_idx, test_idx) in enumerate(splits):
+        t_fold = time.perf_counter()
+        if len(np.unique(groups[train_idx])) < 2:
+            raise ValueError(f"fold {f + 1}: its training videos come from one patient group; no inner validation")
+        fit_rel, val_rel = inner_split(labels[train_idx], groups[train_idx], cfg.val_fraction, seed=cfg.seed + f)
+        fit_idx, val_idx = train_idx[fit_rel], train_idx[val_rel]
+        train_x, train_y, _ = gather_frames(videos, fit_idx, cfg.frames_per_video)
+        val_set = EvalSet(*gather_frames(videos, val_idx, cfg.test_frames_per_video))
+        test_set = EvalSet(*gather_frames(videos, test_idx, cfg.test_frames_per_video))
+        train_labels = torch.from_numpy(train_y)
+
+        torch.manual_seed(cfg.seed * 1000 + f)
+        model = FinetuneNet(copy.deepcopy(pretrained), len(classes), cfg.trainable).to(device)
+        optimizer = torch.optim.Adam(model.trainable_parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        steps = cfg.epochs * len(_batches(np.arange(len(train_x)), cfg.batch_size))
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps)
+        rng = np.random.default_rng([cfg.seed, f])
+        generator = make_generator(cfg.seed * 1000 + f, device)
+
+        history, test_preds = [], []
+        bar = tqdm(range(cfg.epochs), desc=f"fold {f + 1}/{cfg.folds}", unit="epoch", disable=not progress)
+        for epoch in bar:
+            lr = optimizer.param_groups[0]["lr"]
+            loss = train_epoch(
+                model, train_x, train_labels, augment, optimizer, scheduler, cfg.batch_size, rng, generator, amp
+            )
+            val_logits = val_set.logits(model, augment, amp)
+            test_logits = test_set.logits(model, augment, amp)
+            test_pred = test_logits.argmax(1).numpy()
+            history.append(
+                {
+                    "epoch": epoch + 1,
+                    "lr": lr,
+                    "train_loss": loss,
+                    "val_loss": float(F.cross_entropy(val_logits, torch.from_numpy(val_set.labels))),
+                    "val_accuracy": float((val_logits.argmax(1).numpy() == val_set.labels).mean()),
+                    "test_accuracy": float((test_pred == test_set.labels).mean()),
+                }
+            )
+            test_preds.append(test_pred.astype(np.int64))
+            h = history[-1]
+            bar.set_postfix(loss=f"{loss:.3f}", val=f"{h['val_accuracy']:.3f}", test=f"{h['test_accuracy']:.3f}")
+        bar.close()
+
+        epochs = _choose_epochs(history)
+        protocols = {
+            name: {"epoch": e + 1, **protocol_metrics(test_set.labels, test_preds[e], test_set.video_ids, classes)}
+            for name, e in epochs.items()
+        }
+        chosen.append({name: (test_set.labels, test_preds[e], test_set.video_ids) for name, e in epochs.items()})
+        folds.append(
+            {
+                "fold": f + 1,
+                "train_videos": ids[fit_idx].tolist(),
+                "val_videos": ids[val_idx].tolist(),
+                "test_videos": ids[test_idx].tolist(),
+                "n_train_frames": len(train_x),
+                "n_val_frames": len(val_set),
+                "n_test_frames": len(test_set),
+                "history": history,
+                "protocols": protocols,
+                "seconds": round(time.perf_counter() - t_fold, 2),
+            }
+        )
+
+    summary = {}
+    for name in PROTOCOLS:
+        y = np.concatenate([c[name][0] for c in chosen])
+        p = np.concatenate([c[name][1] for c in chosen])
+        v = np.concatenate([c[name][2] for c in chosen])
+        low, high = bootstrap_ci(y, p, n=cfg.bootstrap, seed=cfg.seed, groups=v)
+        fold_acc = [fold["protocols"][name]["accuracy"] for fold in folds]
+        summary[name] = {
+            "description": PROTOCOL_DESCRIPTIONS[name],
+            "epochs": [fold["protocols"][name]["epoch"] for fold in folds],
+            **protocol_metrics(y, p, v, classes),
+            "accuracy_ci": [low, high],
+            "fold_accuracy": fold_acc,
+            "fold_accuracy_mean": float(np.mean(fold_acc)),
+            "fold_accuracy_std": float(np.std(fold_acc)),
+        }
+    return {
+        "config": dataclasses.asdict(cfg),
+        "backbone": str(backbone_spec),
+        "data": str(videos.root),
+        "classes": classes,
+        "device": str(device),
+        "n_videos": len(videos),
+        "protocols": PROTOCOL_DESCRIPTIONS,
+        "folds": folds,
+        "summary": summary,
+        "seconds": round(time.perf_counter() - t0, 2),
+    }
+
+
+# ------------------------------------------------------------------------------------------------ reporting
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.1f}"
+
+
+def format_results(results: dict) -> str:
+    """A plain-text table: one row per protocol (accuracy [95 % CI], macro F1, video accuracy, per-class
+    recall), then the chosen epochs and a note on the optimistic row."""
+    cfg, classes, summary = results["config"], results["classes"], results["summary"]
+    n_frames = summary[PROTOCOLS[0]]["total"]
+    lines = [
+        f"fine-tuning {results['backbone']} on {results['data']}: {cfg['folds']} folds x {cfg['epochs']} epochs, "
+        f"trainable {cfg['trainable']}, {cfg['size']} px, {results['n_videos']} videos, {n_frames} test frames",
+    ]
+    rc = [f"R {c}"[:12] for c in classes]
+    header = f"{'protocol':<32}{'accuracy [95% CI]':<22}{'macro F1':>9}{'video acc':>11}" + "".join(
+        f"{c:>13}" for c in rc
+    )
+    lines += [header, "-" * len(header)]
+    for name in PROTOCOLS:
+        s = summary[name]
+        acc = f"{_pct(s['accuracy'])} [{_pct(s['accuracy_ci'][0])}, {_pct(s['accuracy_ci'][1])}]"
+        recalls = "".join(f"{_pct(s['per_class'][c]['recall']):>13}" for c in classes)
+        lines.append(
+            f"{PROTOCOL_LABELS[name]:<32}{acc:<22}{_pct(s['macro_f1']):>9}{_pct(s['video_accuracy']):>11}{recalls}"
+        )
+    lines.append("")
+    for name in PROTOCOLS:
+        lines.append(f"epochs per fold, {PROTOCOL_LABELS[name]}: {', '.join(map(str, summary[name]['epochs']))}")
+    lines.append(
+        "accuracy: frames, confusion matrices summed over folds; CI: bootstrap over test videos; "
+        "video acc: majority vote; R: recall (%)."
+    )
+    lines.append(
+        "OPTIMISTIC: the 'best TEST epoch' row picks each fold's epoch on its test set (the authors' protocol); "
+        "it is biased upwards. Quote the honest rows."
+    )
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------------------------------- CLI
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add ``hico finetune`` to the ``hico`` sub-command parsers."""
+    d = FinetuneConfig()
+    p = sub.add_parser(
+        "finetune",
+        help="fine-tune a backbone k-fold by patient; honest and optimistic (best-test-epoch) metrics",
+        description="Fine-tune a pretrained backbone on a labelled video set, k-fold cross-validation grouped by "
+        "patient. Reports three protocols from one run per fold: the final epoch (honest), the epoch chosen on an "
+        "inner validation split (honest), and the epoch with the best test accuracy (the authors' protocol: "
+        "optimistic). Writes OUT/results.json and prints a table.",
+    )
+    p.add_argument("--backbone", required=True, help="RUNDIR, a backbone / checkpoint .pt file, random or imagenet")
+    p.add_argument("--data", type=Path, required=True, help="dataset root folder")
+    p.add_argument("--out", type=Path, required=True, help="output folder (results.json)")
+    p.add_argument("--folds", type=int, default=d.folds, help=f"cross-validation folds (default {d.folds})")
+    p.add_argument("--epochs", type=int, default=d.epochs, help=f"epochs per fold (default {d.epochs})")
+    p.add_argument("--trainable", choices=TRAINABLE, default=d.trainable, help="what is trained (default last_block)")
+    p.add_argument("--size", type=int, default=d.size, help=f"input size in pixels (default {d.size})")
+    p.add_argument("--batch-size", type=int, default=d.batch_size, help=f"default {d.batch_size}")
+    p.add_argument("--lr", type=float, default=d.lr, help=f"Adam learning rate (default {d.lr})")
+    p.add_argument("--weight-decay", type=float, default=d.weight_decay, help=f"default {d.weight_decay}")
+    p.add_argument(
+        "--frames-per-video",
+        type=frames_arg,
+        default=d.frames_per_video,
+        help=f"evenly spaced frames per training video, or 'all' (default {d.frames_per_video})",
+    )
+    p.add_argument(
+        "--test-frames-per-video",
+        type=frames_arg,
+        default=d.test_frames_per_video,
+        help="evenly spaced frames per test / inner-validation video, or 'all' (default all)",
+    )
+    p.add_argument("--val-fraction", type=float, default=d.val_fraction, help="inner validation share (default 0.2)")
+    p.add_argument("--classes", nargs="+", default=None, help="classes to keep (default: all)")
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--device", default=d.device, help="auto (default), cpu, cuda, cuda:N")
+    p.add_argument(
+        "--frame-size",
+        type=int,
+        default=None,
+        help="working size of the cached frames (default: ceil(size * 8 / 7), e.g. 256 for 224 px)",
+    )
+    p.add_argument("--cache-dir", type=Path, default=None, help="frame cache folder (default: ~/.cache/hico)")
+    p.add_argument("--no-cache", action="store_true", help="decode in memory only, write no cache")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_finetune)
+
+
+def cmd_finetune(args: argparse.Namespace) -> int:
+    """``hico finetune``: run :func:`finetune`, write ``OUT/results.json`` atomically, print the table."""
+    from hico.cli import UserError, _load_dataset
+    from hico.models import CheckpointMismatchError, WeightsUnavailableError
+
+    cfg = FinetuneConfig(
+        folds=args.folds,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        weight_decay=args.weight_decay,
+        trainable=args.trainable,
+        size=args.size,
+        frames_per_video=args.frames_per_video,
+        test_frames_per_video=args.test_frames_per_video,
+        seed=args.seed,
+        device=args.device,
+        classes=args.classes,
+        val_fraction=args.val_fraction,
+    )
+    resolve_device(cfg.device)  # fail before decoding anything
+    if args.out.exists() and not args.out.is_dir():
+        raise UserError(f"--out {args.out} exists and is not a folder")
+    frame_size = args.frame_size or math.ceil(cfg.size * 8 / 7)
+    if frame_size < 1:
+        raise UserError(f"--frame-size must be positive, got {frame_size}")
+    videos = _load_dataset(args.data, frame_size, args.cache_dir, args.no_cache, progress=not args.no_progress)
+    args.out.mkdir(parents=True, exist_ok=True)
+    try:
+        results = finetune(args.backbone, videos, cfg, progress=not args.no_progress)
+    except (WeightsUnavailableError, CheckpointMismatchError) as e:
+        raise UserError(str(e)) from e
+    path = write_json(args.out / "results.json", results)
+    print(format_results(results))
+    print(f"results: {path}")
+    return 0

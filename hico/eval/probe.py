@@ -1,0 +1,195 @@
+"""Linear probe and k-NN on frozen features, per level, with grouped stratified k-fold over videos.
+
+Folds are built on videos with :func:`hico.data.splits.kfold_splits` (stratified by class, grouped by patient:
+no patient, hence no video and no frame, on both sides of a fold), then expanded to the videos' frames. For each
+level and fold:
+
+- linear probe: ``StandardScaler -> LogisticRegression(C)`` (scikit-learn, lbfgs, multinomial), fitted on the
+  training frames;
+- k-NN: cosine similarity, k neighbours, votes weighted by ``exp(sim / 0.07)`` (:mod:`hico.eval.knn`).
+
+Reported per level: mean and (population) standard deviation of the per-fold frame accuracies, the frame
+accuracy pooled over folds (= trace / total of the summed confusion matrices), and the video accuracy by
+majority vote of a video's frames (ties: lowest class index).
+
+Command line::
+
+    hico probe --backbone runs/x --data ../data/pocus --classes covid pneumonia regular --size 224 --out probe.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from hico.eval.features import Features
+from hico.io import write_json
+
+
+def probe_splits(features: Features, folds: int = 5, seed: int = 0) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Per fold, (train, test) arrays of video indices (values of :attr:`Features.video`).
+
+    Stratified by class and grouped by patient over the videos present in ``features``.
+    """
+    from hico.data.splits import kfold_splits
+
+    vids, first = np.unique(features.video, return_index=True)
+    splits = kfold_splits(features.labels[first], features.groups[first], k=folds, seed=seed)
+    return [(vids[tr], vids[te]) for tr, te in splits]
+
+
+def _fit_linear(x_train: np.ndarray, y_train: np.ndarray, C: float, max_iter: int):
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    if len(np.unique(y_train)) < 2:
+        raise ValueError("a training fold holds a single class: lower --folds or add videos of the other classes")
+    model = make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=max_iter))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ConvergenceWarning)
+        model.fit(x_train, y_train)
+    converged = not any(issubclass(w.category, ConvergenceWarning) for w in caught)
+    return model, converged
+
+
+def probe(features: Features, folds: int = 5, seed: int = 0, k: int = 10, C: float = 1.0, max_iter: int = 2000) -> dict:
+    """Linear-probe and k-NN accuracy of every level of ``features`` under grouped k-fold over videos.
+
+    Args:
+        features: from :func:`hico.eval.features.extract_features`.
+        folds: number of folds (at least 2, at most the number of patient groups).
+        seed: seed of the fold assignment.
+        k: neighbours of the k-NN classifier.
+        C: inverse L2 strength of the logistic regression.
+        max_iter: lbfgs iterations.
+
+    Returns:
+        ``{"classes", "folds", "seed", "k", "C", "n_frames", "n_videos", "n_groups",
+        "splits": [{"train_videos": [...ids], "test_videos": [...ids], "test_frames": int}, ...],
+        "levels": {level: {"dim", "linear_mean", "linear_std", "linear_folds", "linear_frame_acc",
+        "linear_video_acc", "linear_confusion", "linear_converged", "knn_mean", "knn_std", "knn_folds",
+        "knn_frame_acc", "knn_video_acc"}}, "meta"}``; accuracies are fractions in [0, 1].
+    """
+    from hico.eval.knn import knn_predict
+    from hico.eval.metrics import confusion, video_vote
+
+    splits = probe_splits(features, folds, seed)
+    y = features.labels
+    n_classes = len(features.classes)
+    masks = [(np.isin(features.video, tr), np.isin(features.video, te)) for tr, te in splits]
+    ids = np.asarray(features.video_ids, dtype=str)
+    result: dict = {
+        "classes": list(features.classes),
+        "folds": folds,
+        "seed": seed,
+        "k": k,
+        "C": C,
+        "n_frames": len(features),
+        "n_videos": len(np.unique(features.video)),
+        "n_groups": len(np.unique(features.groups)),
+        "splits": [
+            {"train_videos": ids[tr].tolist(), "test_videos": ids[te].tolist(), "test_frames": int(m_te.sum())}
+            for (tr, te), (_, m_te) in zip(splits, masks, strict=True)
+        ],
+        "levels": {},
+        "meta": dict(features.meta),
+    }
+    for name, x in features.levels.items():
+        x = np.asarray(x, dtype=np.float32)
+        lin_pred = np.full(len(y), -1, dtype=np.int64)
+        knn_pred = np.full(len(y), -1, dtype=np.int64)
+        lin_acc, knn_acc, converged = [], [], True
+        for train, test in masks:
+            model, ok = _fit_linear(x[train], y[train], C, max_iter)
+            converged &= ok
+            lin_pred[test] = model.predict(x[test])
+            knn_pred[test] = knn_predict(x[train], y[train], x[test], k=k, num_classes=n_classes)
+            lin_acc.append(float(np.mean(lin_pred[test] == y[test])))
+            knn_acc.append(float(np.mean(knn_pred[test] == y[test])))
+        level = {
+            "dim": int(x.shape[1]),
+            "linear_mean": float(np.mean(lin_acc)),
+            "linear_std": float(np.std(lin_acc)),
+            "linear_folds": lin_acc,
+            "linear_frame_acc": float(np.mean(lin_pred == y)),
+            "linear_confusion": confusion(y, lin_pred, n_classes).tolist(),
+            "linear_converged": bool(converged),
+            "knn_mean": float(np.mean(knn_acc)),
+            "knn_std": float(np.std(knn_acc)),
+            "knn_folds": knn_acc,
+            "knn_frame_acc": float(np.mean(knn_pred == y)),
+        }
+        for kind, pred in (("linear", lin_pred), ("knn", knn_pred)):
+            v_true, v_pred = video_vote(pred, features.video, y, num_classes=n_classes)
+            level[f"{kind}_video_acc"] = float(np.mean(v_true == v_pred))
+        result["levels"][name] = level
+    return result
+
+
+def format_table(result: dict) -> str:
+    """A plain-text table: one row per level, linear and k-NN accuracy (mean ± std over folds, in %)."""
+
+    def pct(mean: float, std: float) -> str:
+        return f"{100 * mean:5.1f} ± {100 * std:4.1f}"
+
+    head = (
+        f"{result['folds']}-fold grouped CV: {result['n_videos']} videos, {result['n_frames']} frames, "
+        f"{result['n_groups']} groups; classes {', '.join(result['classes'])}"
+    )
+    lines = [
+        head,
+        f"{'level':<8}{'dim':>5}  {'linear %':>13}  {'k-NN %':>13}  {'lin pooled':>10}  {'lin video':>9}",
+    ]
+    for name, r in result["levels"].items():
+        lines.append(
+            f"{name:<8}{r['dim']:>5}  {pct(r['linear_mean'], r['linear_std']):>13}  "
+            f"{pct(r['knn_mean'], r['knn_std']):>13}  {100 * r['linear_frame_acc']:>10.1f}  "
+            f"{100 * r['linear_video_acc']:>9.1f}"
+        )
+    if not all(r["linear_converged"] for r in result["levels"].values()):
+        lines.append("note: the logistic regression did not converge on some folds (raise max_iter)")
+    return "\n".join(lines)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add ``hico probe`` to the ``hico`` sub-commands."""
+    from hico.eval.features import add_common_arguments
+
+    p = sub.add_parser(
+        "probe",
+        help="linear probe and k-NN on frozen features, per level, grouped k-fold over videos",
+        description=__doc__.split("\n\n")[0],
+    )
+    add_common_arguments(p)
+    p.add_argument("--folds", type=int, default=5, help="number of grouped, stratified folds (default 5)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the fold assignment (default 0)")
+    p.add_argument("--k", type=int, default=10, help="neighbours of the k-NN classifier (default 10)")
+    p.add_argument("--C", type=float, default=1.0, help="inverse L2 strength of the logistic regression")
+    p.add_argument("--out", type=Path, default=None, help="also write the results as JSON to this file")
+    p.set_defaults(func=cmd_probe)
+
+
+def cmd_probe(args: argparse.Namespace) -> int:
+    """``hico probe``: extract features, probe every level, print the table, optionally write JSON."""
+    import time
+
+    from hico.eval.features import features_from_args
+
+    feats, _, timing = features_from_args(args)
+    t0 = time.perf_counter()
+    result = probe(feats, folds=args.folds, seed=args.seed, k=args.k, C=args.C)
+    timing["probe_s"] = time.perf_counter() - t0
+    result["timing"] = timing
+    print(format_table(result))
+    print(
+        f"time: load {timing['load_s']:.1f} s, features {timing['features_s']:.1f} s ({timing['device']}), "
+        f"probe {timing['probe_s']:.1f} s"
+    )
+    if args.out is not None:
+        print(f"wrote {write_json(args.out, result)}")
+    return 0

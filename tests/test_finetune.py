@@ -1,0 +1,305 @@
+"""Fine-tuning: metrics against hand-computed values, trainable modes, and the ``hico finetune`` command end to end."""
+
+from __future__ import annotations
+
+import json
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+from hico.cli import main
+from hico.dist import resolve_device
+from hico.eval.features import frame_indices
+from hico.eval.finetune import (
+    PROTOCOLS,
+    EvalSet,
+    FinetuneConfig,
+    FinetuneNet,
+    make_augment,
+    train_epoch,
+)
+from hico.eval.metrics import bootstrap_ci, classification_report, confusion, video_vote
+from hico.io import write_json
+from hico.models.backbone import ResNetTrunk
+
+CLASSES = ["covid", "pneumonia", "regular"]
+
+# ------------------------------------------------------------------------------------------------- metrics
+
+# true 0: predicted 0, 0, 0, 1; true 1: 0, 1, 2; true 2: 1, 1, 2, 2, 2
+Y_TRUE = [0, 0, 0, 0, 1, 1, 1, 2, 2, 2, 2, 2]
+Y_PRED = [0, 0, 0, 1, 0, 1, 2, 1, 1, 2, 2, 2]
+CM = [
+    [3, 1, 0],
+    [1, 1, 1],
+    [0, 2, 3],
+]
+
+
+def test_confusion_literal():
+    cm = confusion(Y_TRUE, Y_PRED, 3)
+    assert cm.dtype == np.int64
+    np.testing.assert_array_equal(cm, CM)
+    np.testing.assert_array_equal(confusion([], [], 2), [[0, 0], [0, 0]])
+
+
+def test_confusion_rejects_bad_input():
+    with pytest.raises(ValueError, match="length"):
+        confusion([0, 1], [0], 2)
+    with pytest.raises(ValueError, match="outside"):
+        confusion([0, 3], [0, 1], 3)
+
+
+def test_report_hand_computed():
+    rep = classification_report(np.array(CM), CLASSES)
+    assert rep["total"] == 12 and rep["correct"] == 7
+    assert rep["accuracy"] == pytest.approx(7 / 12)
+    # precision = diagonal / column sum (columns: 4, 4, 4); recall = diagonal / row sum (rows: 4, 3, 5)
+    expected = {
+        "covid": (3 / 4, 3 / 4, 0.75, 4),  # F1 = 2 * .75 * .75 / 1.5
+        "pneumonia": (1 / 4, 1 / 3, 2 / 7, 3),  # F1 = 2 * (1/12) / (7/12)
+        "regular": (3 / 4, 3 / 5, 2 / 3, 5),  # F1 = 2 * (9/20) / (27/20)
+    }
+    for name, (p, r, f1, support) in expected.items():
+        row = rep["per_class"][name]
+        assert row["precision"] == pytest.approx(p)
+        assert row["recall"] == pytest.approx(r)
+        assert row["f1"] == pytest.approx(f1)
+        assert row["support"] == support
+    assert rep["macro_f1"] == pytest.approx((0.75 + 2 / 7 + 2 / 3) / 3)
+    json.dumps(rep)  # plain Python types
+
+
+def test_report_zero_division_is_zero_and_silent():
+    cm = np.array([[2, 0, 0], [1, 0, 0], [0, 0, 0]])  # class 1 never predicted, class 2 absent
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        rep = classification_report(cm, CLASSES)
+        empty = classification_report(np.zeros((3, 3), np.int64), CLASSES)
+    assert rep["per_class"]["covid"] == {"precision": 2 / 3, "recall": 1.0, "f1": pytest.approx(0.8), "support": 2}
+    assert rep["per_class"]["pneumonia"] == {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 1}
+    assert rep["per_class"]["regular"] == {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 0}
+    assert rep["macro_f1"] == pytest.approx(0.8 / 3)
+    assert rep["accuracy"] == pytest.approx(2 / 3)
+    assert empty["accuracy"] == 0.0 and empty["macro_f1"] == 0.0
+
+
+def test_video_vote_majority_and_ties():
+    pred = [0, 1, 1, 2, 2, 0, 0, 1]
+    ids = ["a", "a", "a", "b", "b", "b", "c", "c"]
+    labels = [1, 1, 1, 2, 2, 2, 0, 0]
+    vt, vp = video_vote(pred, ids, labels)
+    np.testing.assert_array_equal(vt, [1, 2, 0])
+    np.testing.assert_array_equal(vp, [1, 2, 0])  # c: one vote each for 0 and 1 -> the lowest index
+    # Soft vote: video c leans to class 1 by mean probability.
+    probs = np.full((8, 3), 1 / 3)
+    probs[6] = [0.5, 0.4, 0.1]
+    probs[7] = [0.1, 0.8, 0.1]
+    _, vp = video_vote(pred, ids, labels, probs=probs)
+    assert vp[2] == 1
+    with pytest.raises(ValueError, match="different true labels"):
+        video_vote([0, 0], ["a", "a"], [0, 1])
+
+
+def test_bootstrap_contains_estimate_and_narrows():
+    rng = np.random.default_rng(1)
+    n_videos, per = 30, 10
+    video_correct = rng.random(n_videos) < 0.7  # each video all right or all wrong: perfectly correlated frames
+    y_true = np.zeros(n_videos * per, np.int64)
+    y_pred = np.repeat(np.where(video_correct, 0, 1), per)
+    groups = np.repeat(np.arange(n_videos), per)
+    acc = (y_true == y_pred).mean()
+    lo, hi = bootstrap_ci(y_true, y_pred, groups=groups)
+    assert lo <= acc <= hi
+    # Resampling videos is much wider than resampling (correlated) frames.
+    flo, fhi = bootstrap_ci(y_true, y_pred)
+    assert flo <= acc <= fhi and (hi - lo) > 2 * (fhi - flo)
+    # Ten times the videos (same accuracy): narrower.
+    big_groups = np.concatenate([groups + k * n_videos for k in range(10)])
+    blo, bhi = bootstrap_ci(np.tile(y_true, 10), np.tile(y_pred, 10), groups=big_groups)
+    assert blo <= acc <= bhi and (bhi - blo) < 0.5 * (hi - lo)
+    # Seeded: the same interval twice; a single group has no spread.
+    assert bootstrap_ci(y_true, y_pred, groups=groups) == (lo, hi)
+    assert bootstrap_ci(y_true, y_pred, groups=np.zeros(len(y_true))) == pytest.approx((acc, acc))
+
+
+def test_bootstrap_frames_matches_index_resampling():
+    rng = np.random.default_rng(0)
+    y_true = rng.integers(0, 3, 400)
+    y_pred = np.where(rng.random(400) < 0.8, y_true, (y_true + 1) % 3)
+    lo, hi = bootstrap_ci(y_true, y_pred, n=4000)
+    correct = (y_true == y_pred).astype(float)
+    naive = correct[rng.integers(0, 400, (4000, 400))].mean(1)
+    assert lo == pytest.approx(np.quantile(naive, 0.025), abs=0.01)
+    assert hi == pytest.approx(np.quantile(naive, 0.975), abs=0.01)
+    with pytest.raises(ValueError):
+        bootstrap_ci([], [])
+
+
+# -------------------------------------------------------------------------------------------- model / modes
+
+EXPECTED_TRAINABLE = {
+    "head": ("head.",),
+    "last_block": ("head.", "trunk.layer4.1."),
+    "layer4": ("head.", "trunk.layer4."),
+    "all": ("head.", "trunk."),
+}
+
+
+@pytest.mark.parametrize("mode", list(EXPECTED_TRAINABLE))
+def test_trainable_modes(mode):
+    torch.manual_seed(0)
+    model = FinetuneNet(ResNetTrunk(), 3, mode)
+    expected = {n for n, _ in model.named_parameters() if n.startswith(EXPECTED_TRAINABLE[mode])}
+    assert {n for n, p in model.named_parameters() if p.requires_grad} == expected
+    frozen = model.frozen_modules()
+    frozen_names = {n for n, m in model.named_modules() if any(m is f for f in frozen)}
+    before_p = {n: p.detach().clone() for n, p in model.named_parameters()}
+    before_b = {n: b.clone() for n, b in model.named_buffers()}
+
+    frames = torch.randint(0, 256, (12, 40, 40), dtype=torch.uint8)
+    labels = torch.tensor([0, 1, 2] * 4)
+    opt = torch.optim.Adam(model.trainable_parameters(), lr=0.01)
+    loss = train_epoch(model, frames, labels, make_augment(32), opt, None, 6, np.random.default_rng(0))
+    assert np.isfinite(loss)
+    assert all(not m.training for m in frozen)  # frozen parts stay in eval mode in training
+    changed = {n for n, p in model.named_parameters() if not torch.equal(p, before_p[n])}
+    assert changed == expected
+    for name, buf in model.named_buffers():  # BN statistics: frozen ones untouched, trained ones updated
+        owner = name.rsplit(".", 1)[0]
+        is_frozen = owner in frozen_names or any(owner.startswith(f + ".") for f in frozen_names)
+        assert torch.equal(buf, before_b[name]) == is_frozen, name
+
+
+def test_eval_cache_matches_full_forward():
+    torch.manual_seed(0)
+    model = FinetuneNet(ResNetTrunk(), 3, "last_block")
+    aug = make_augment(32)
+    frames = torch.randint(0, 256, (5, 40, 40), dtype=torch.uint8)
+    cached = EvalSet(frames, np.zeros(5), np.arange(5))
+    plain = EvalSet(frames, np.zeros(5), np.arange(5))
+    plain._cacheable = False
+    a1, a2 = cached.logits(model, aug), cached.logits(model, aug)
+    b = plain.logits(model, aug)
+    assert cached._features is not None and plain._features is None
+    torch.testing.assert_close(a1, b)
+    torch.testing.assert_close(a2, b)
+
+
+def test_frame_indices():
+    np.testing.assert_array_equal(frame_indices(16, 16), np.arange(16))
+    np.testing.assert_array_equal(frame_indices(16, 8), [1, 3, 5, 7, 9, 11, 13, 15])
+    np.testing.assert_array_equal(frame_indices(5, None), np.arange(5))
+    np.testing.assert_array_equal(frame_indices(3, 8), np.arange(3))
+    np.testing.assert_array_equal(frame_indices(10, 1), [5])
+    for n in range(1, 40):
+        for c in range(1, n + 1):
+            idx = frame_indices(n, c)
+            assert len(np.unique(idx)) == c and idx.min() >= 0 and idx.max() < n
+
+
+@pytest.mark.parametrize(
+    "kwargs, field",
+    [
+        ({"epochs": 0}, "epochs"),
+        ({"folds": 1}, "folds"),
+        ({"batch_size": 1}, "batch_size"),
+        ({"trainable": "fc"}, "trainable"),
+        ({"val_fraction": 1.0}, "val_fraction"),
+        ({"lr": 0.0}, "lr"),
+        ({"frames_per_video": 0}, "frames_per_video"),
+        ({"device": "gpu0"}, "device"),
+        ({"classes": ["covid"]}, "classes"),
+        ({"size": 16}, "size"),
+    ],
+)
+def test_config_validation(kwargs, field):
+    with pytest.raises(ValueError, match=f"FinetuneConfig.{field} ") as err:
+        FinetuneConfig(**kwargs)
+    assert len(str(err.value).splitlines()) == 1
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message when CUDA is absent")
+def test_cuda_absent_is_a_clear_error():
+    assert resolve_device("auto").type == "cpu"
+    with pytest.raises(ValueError, match="CUDA is not available"):
+        resolve_device("cuda")
+
+
+def test_write_json_atomic(tmp_path):
+    path = write_json(tmp_path / "r.json", {"a": [1, 2]})
+    assert json.loads(path.read_text()) == {"a": [1, 2]}
+    assert [p.name for p in tmp_path.iterdir()] == ["r.json"]
+
+
+# ---------------------------------------------------------------------------------------------- end to end
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    from hico.data.synth import write_dataset
+
+    return write_dataset(tmp_path_factory.mktemp("ft") / "ds", 6, 4, 64, progress=False)
+
+
+def test_cli_end_to_end(tiny, tmp_path, capsys):
+    from hico.data import scan
+
+    out = tmp_path / "run"
+    argv = ["finetune", "--backbone", "random", "--data", str(tiny), "--folds", "2", "--epochs", "2"]
+    argv += ["--size", "64", "--batch-size", "8", "--out", str(out), "--no-cache", "--no-progress"]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "optimistic" in printed and "honest" in printed and "accuracy [95% CI]" in printed
+    results = json.loads((out / "results.json").read_text())
+    assert [p.name for p in out.iterdir()] == ["results.json"]
+
+    ds = scan(tiny, size=16)
+    group = {v.video_id: v.group for v in ds.videos}
+    n_frames = 18 * 4
+    assert results["classes"] == CLASSES and results["config"]["epochs"] == 2
+    assert set(results["summary"]) == set(PROTOCOLS)
+    assert sum(f["n_test_frames"] for f in results["folds"]) == n_frames
+
+    tested = []
+    for fold in results["folds"]:
+        train, val, test = (set(fold[k]) for k in ("train_videos", "val_videos", "test_videos"))
+        assert train and val and test
+        assert not (test & (train | val)) and not (train & val)
+        groups_of = lambda vids: {group[v] for v in vids}  # noqa: E731
+        assert not (groups_of(test) & groups_of(train | val)) and not (groups_of(train) & groups_of(val))
+        assert fold["n_train_frames"] == 4 * len(train)
+        tested += fold["test_videos"]
+        hist = [h["test_accuracy"] for h in fold["history"]]
+        assert len(hist) == 2
+        prot = fold["protocols"]
+        assert prot["honest_final"]["epoch"] == 2 and prot["honest_final"]["accuracy"] == pytest.approx(hist[-1])
+        assert prot["optimistic_best_test"]["accuracy"] == pytest.approx(max(hist))
+        assert prot["optimistic_best_test"]["accuracy"] >= prot["honest_final"]["accuracy"]
+        for p in PROTOCOLS:
+            assert np.sum(prot[p]["confusion"]) == fold["n_test_frames"]
+    assert sorted(tested) == sorted(group)  # every video tested exactly once
+
+    s = results["summary"]
+    for p in PROTOCOLS:
+        assert np.sum(s[p]["confusion"]) == n_frames
+        assert s[p]["accuracy_ci"][0] <= s[p]["accuracy"] <= s[p]["accuracy_ci"][1]
+        assert set(s[p]["per_class"]) == set(CLASSES) and 0 <= s[p]["video_accuracy"] <= 1
+    assert s["optimistic_best_test"]["accuracy"] >= s["honest_final"]["accuracy"]
+
+
+def test_cli_missing_data_is_one_line_error(tmp_path, capsys):
+    missing = tmp_path / "nope"
+    argv = ["finetune", "--backbone", "random", "--data", str(missing), "--out", str(tmp_path / "o"), "--no-cache"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("hico: error:") and str(missing) in err and len(err.splitlines()) == 1
+
+
+def test_cli_bad_value_is_one_line_error(tiny, tmp_path, capsys):
+    argv = ["finetune", "--backbone", "random", "--data", str(tiny), "--out", str(tmp_path / "o"), "--epochs", "0"]
+    assert main(argv + ["--no-cache"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("hico: error:") and "epochs" in err and len(err.splitlines()) == 1
