@@ -11,19 +11,19 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent.parent
 
 PRESETS: dict[str, dict] = {
     "demo": {
-        "about": "data_samples/ at 96 px on a laptop CPU in about 2 minutes: the loss falls, k-NN accuracy rises",
+        "about": "data_samples/ at 64 px on a laptop CPU in about 2 minutes: the loss falls, k-NN accuracy rises",
         "data": PROJECT_ROOT / "data_samples",
         "overrides": [
             "model.init=random",
-            "augment.size=96",
+            "augment.size=64",
             "data.working_size=128",
-            "train.epochs=8",
-            "train.batch_size=32",
-            "train.pairs_per_video=4",
-            "train.lr=0.001",
+            "train.epochs=10",
+            "train.batch_size=16",
+            "train.pairs_per_video=8",
+            "train.lr=0.002",
             "train.constant_epochs=0",
-            "train.log_every=1",
-            "train.holdout=0.25",
+            "train.log_every=4",
+            "train.holdout=0.34",
             "train.knn_frames_per_video=8",
         ],
     },

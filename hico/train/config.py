@@ -26,7 +26,7 @@ class TrainConfig:
         seed: seeds model init, splits, labelled subset, pairs and augmentations.
         log_every: write a step record to metrics.jsonl every this many steps.
         holdout: fraction of videos (grouped by patient) held out for the k-NN monitor and best.pt.
-        knn_every: epochs between k-NN evaluations (0 = never).
+        knn_every: epochs between k-NN evaluations, which also run before training and at the last epoch (0 = never).
         knn_frames_per_video: frames per video in the k-NN feature bank and queries.
         knn_k: neighbours of the k-NN classifier.
         max_steps: stop after this many optimizer steps in total (0 = no limit; for benchmarks and tests).

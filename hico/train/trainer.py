@@ -236,7 +236,9 @@ class Trainer:
             handlers = {sig: signal.signal(sig, self._request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
         try:
             if self.epoch == 0 and self.step_in_epoch == 0 and self.main:
-                self.run.log({"kind": "epoch", "epoch": 0, "step": 0, **self.evaluate()})  # before training
+                record = {"kind": "epoch", "epoch": 0, "step": 0, **self.evaluate()}  # before training
+                self.run.log(record)
+                self._say(f"before training: holdout loss {record.get('holdout_con', float('nan')):.4f} {_knn(record)}")
             while self.epoch < t.epochs and not self._done():
                 if self._stop_requested:
                     raise _Stop
@@ -372,9 +374,9 @@ class Trainer:
         self.save(best=improved)
         if self.main:
             self.run.log(record)
-            knn = " ".join(f"{k}={v:.3f}" for k, v in record.items() if k.startswith("knn_") and v is not None)
             self._say(
-                f"epoch {self.epoch}/{self.cfg.train.epochs}: loss {record.get('train_total', float('nan')):.4f} {knn}"
+                f"epoch {self.epoch}/{self.cfg.train.epochs}: loss {record.get('train_total', float('nan')):.4f} "
+                f"holdout loss {record.get('holdout_con', float('nan')):.4f} {_knn(record)}"
             )
         self._status("running")
 
@@ -389,7 +391,7 @@ class Trainer:
         model.eval()
         try:
             out["holdout_con"] = self._holdout_loss(model)
-            if t.knn_every and self.epoch % t.knn_every == 0:
+            if t.knn_every and (self.epoch % t.knn_every == 0 or self.epoch == t.epochs):
                 from hico.eval.features import extract_features
                 from hico.eval.knn import level_knn_accuracy
 
@@ -438,6 +440,11 @@ class Trainer:
     def _say(self, msg: str) -> None:
         if self.main:
             print(msg, file=sys.stderr, flush=True)
+
+
+def _knn(record: dict) -> str:
+    """``knn_local=0.812 ...``: the k-NN accuracies of an epoch record."""
+    return " ".join(f"{k}={v:.3f}" for k, v in record.items() if k.startswith("knn_") and v is not None)
 
 
 def _constant_then_cosine(step: int, constant: int, total: int) -> float:

@@ -1,0 +1,61 @@
+"""The workflow a newcomer runs, on the bundled data_samples/: ``hico pretrain --preset demo``, then fine-tune,
+probe and embed its backbone. About two minutes on a 2-core CPU (the demo preset itself is most of it)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from hico.cli import SAMPLES, main
+from hico.train.rundir import read_metrics, read_status
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("demo") / "run"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("HICO_CACHE", str(out.parent / "cache"))
+        assert main(["pretrain", "--preset", "demo", "--out", str(out), "--no-progress"]) == 0
+    return out
+
+
+def test_demo_preset_pretrains_and_learns(demo_run):
+    assert read_status(demo_run)["state"] == "finished"
+    for name in ("config.yaml", "metrics.jsonl", "backbone.pt", "checkpoints/last.pt", "checkpoints/best.pt"):
+        assert (demo_run / name).is_file(), name
+    epochs = [r for r in read_metrics(demo_run) if r["kind"] == "epoch"]
+    assert [r["epoch"] for r in epochs] == list(range(11))  # before training, then 10 epochs
+    first, last = epochs[1], epochs[-1]
+    # The promise of the preset: the loss falls and k-NN accuracy on held-out videos rises (every level).
+    assert last["train_total"] < first["train_total"] - 1.0
+    assert last["holdout_con"] < epochs[0]["holdout_con"]
+    for level in ("local", "medium", "global"):
+        assert last[f"knn_{level}"] > epochs[0][f"knn_{level}"], level
+
+
+def test_finetune_probe_and_embed_the_demo_backbone(demo_run, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("HICO_CACHE", str(tmp_path / "cache"))
+    ft = tmp_path / "ft"
+    argv = ["finetune", "--backbone", str(demo_run), "--data", str(SAMPLES), "--folds", "3", "--epochs", "2"]
+    argv += ["--size", "64", "--frames-per-video", "4", "--test-frames-per-video", "4", "--out", str(ft)]
+    assert main([*argv, "--no-progress"]) == 0
+    results = json.loads((ft / "results.json").read_text())
+    assert results["n_videos"] == 36 and len(results["folds"]) == 3
+    assert sum(np.sum(f["protocols"]["honest_final"]["confusion"]) for f in results["folds"]) == 36 * 4
+
+    probe_json = tmp_path / "probe.json"
+    argv = ["probe", "--backbone", str(demo_run / "backbone.pt"), "--data", str(SAMPLES), "--size", "64"]
+    assert main([*argv, "--folds", "3", "--frames-per-video", "4", "--out", str(probe_json)]) == 0
+    probe = json.loads(probe_json.read_text())
+    assert set(probe["levels"]) == {"local", "medium", "global"} and probe["n_frames"] == 36 * 4
+
+    npz = tmp_path / "emb.npz"
+    argv = ["embed", "--backbone", str(demo_run), "--data", str(SAMPLES), "--size", "64", "--frames-per-video", "2"]
+    assert main([*argv, "--out", str(npz)]) == 0
+    with np.load(npz, allow_pickle=False) as z:
+        assert z["level_global"].shape[0] == 72 and len(z["thumb"]) == 72
+    assert (tmp_path / "emb_thumbs" / "000071.png").is_file()
+    capsys.readouterr()
