@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 .PHONY: run test install lint format bench clean
 
 run: $(STAMP)
-	$(BIN)/hico demo
+	$(BIN)/streamlit run app/main.py
 
 test: $(STAMP)
 	$(BIN)/ruff check .

@@ -36,3 +36,28 @@ def run_demo(videos: VideoDataset, out: Path, rows: int = 6, size: int = 112, se
     path = out / "pairs.png"
     save_image(make_grid(grid, nrow=6, padding=2, pad_value=1.0), path)
     return path
+
+
+def pair_images(
+    videos: VideoDataset, video: int, sampler: str = "hico", size: int = 112, seed: int = 0, augment: dict | None = None
+) -> dict:
+    """One positive pair of video ``video`` as pictures: what the app's Data page shows.
+
+    Returns ``{"frames": [(S, S) uint8 source frames], "indices": [frame numbers], "weight": mix weight,
+    "views": [two (size, size) uint8 augmented views]}``; ``augment`` overrides :class:`BatchAugment` settings.
+    """
+    from hico.data.pairs import make_sampler
+
+    pairs = make_sampler(sampler)
+    ds = PairDataset(videos.subset([video]), pairs, seed=seed)
+    item = ds[0]
+    batch = torch.utils.data.default_collate([item])
+    aug = BatchAugment(size=size, **(augment or {}))
+    v1, v2 = make_views(batch, pairs, aug, torch.Generator().manual_seed(seed))
+    views = [((v[0, 0] * aug.cfg.std + aug.cfg.mean).clamp(0, 1) * 255).byte().numpy() for v in (v1, v2)]
+    return {
+        "frames": list(item["frames"].numpy()),
+        "indices": item["index"].tolist(),
+        "weight": float(item["weight"]),
+        "views": views,
+    }

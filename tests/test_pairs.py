@@ -36,6 +36,7 @@ def test_hico_pairs_are_two_distinct_frames_of_the_same_video(videos):
             assert a == b == 200
         else:
             assert a != b and a // 10 == b // 10
+            assert [x % 10 for x in (a, b)] == ds[i]["index"].tolist()  # the frame numbers the sample reports
 
 
 def test_single_frame_warning_is_counted_once_per_dataset(videos):

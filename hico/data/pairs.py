@@ -92,8 +92,8 @@ def make_sampler(name: str) -> HiCoPairs | USCLPairs:
 class PairDataset(torch.utils.data.Dataset):
     """Positive-pair samples from a :class:`VideoDataset`, for a ``DataLoader``.
 
-    Item ``i`` is a sample from video ``i % V``: ``{"frames": (k, S, S) uint8, "weight": float,
-    "label": int (-1 when unlabelled), "video": int}`` with k = ``sampler.frames_per_sample``. Call
+    Item ``i`` is a sample from video ``i % V``: ``{"frames": (k, S, S) uint8, "index": (k,) frame numbers,
+    "weight": float, "label": int (-1 when unlabelled), "video": int}`` with k = ``sampler.frames_per_sample``. Call
     :meth:`set_epoch` at the start of every epoch.
 
     Args:
@@ -143,6 +143,7 @@ class PairDataset(torch.utils.data.Dataset):
         idx, w = self.sampler.sample(len(frames), rng)
         return {
             "frames": torch.from_numpy(np.ascontiguousarray(frames[idx])),
+            "index": torch.as_tensor(np.asarray(idx, dtype=np.int64)),
             "weight": torch.tensor(w, dtype=torch.float32),
             "label": torch.tensor(self.labels[v]),
             "video": torch.tensor(v),

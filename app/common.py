@@ -1,0 +1,63 @@
+"""What the app's pages share: the allowed dataset roots, the cached dataset, the session's choices."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import streamlit as st
+
+from hico.runs import PROJECT_ROOT, RUNS_ROOT
+
+SAMPLES = PROJECT_ROOT / "data_samples"
+WORKING_SIZE = 128  # the app shows and trains at small sizes: frames are cached at this size
+
+
+def command_line_paths() -> list[Path]:
+    """Paths given after ``--`` on the command line (``streamlit run app/main.py -- /data/videos``)."""
+    return [Path(a).expanduser().resolve() for a in sys.argv[1:] if not a.startswith("-")]
+
+
+def allowed_roots() -> list[Path]:
+    """Dataset folders must be inside one of these: the project, the home folder, paths from the command line."""
+    return [PROJECT_ROOT, Path.home().resolve(), *command_line_paths()]
+
+
+def check_dataset_path(text: str) -> Path:
+    """The resolved dataset folder named by ``text``; ValueError (one line) when it is outside the allowed roots
+    or not a folder."""
+    path = Path(text.strip() or SAMPLES).expanduser().resolve()
+    if not any(path == root or root in path.parents for root in allowed_roots()):
+        roots = ", ".join(str(r) for r in allowed_roots())
+        raise ValueError(
+            f"{path} is outside the folders this app may read ({roots}); "
+            "start it with `streamlit run app/main.py -- PATH` to allow PATH"
+        )
+    if not path.is_dir():
+        raise ValueError(f"{path} is not a folder")
+    return path
+
+
+@st.cache_resource(show_spinner="Reading the videos (decoded once, then cached)...", max_entries=4)
+def load_dataset(path: str):
+    """The dataset at ``path``, every video decoded at :data:`WORKING_SIZE` (cached across reruns and sessions)."""
+    from hico.data import scan
+    from hico.data.cache import default_cache_dir
+
+    videos = scan(path, size=WORKING_SIZE, cache_dir=default_cache_dir())
+    videos.load_all(progress=False)
+    if not videos.videos:
+        raise ValueError(f"no readable video in {path} ({len(videos.unreadable)} unreadable files)")
+    return videos
+
+
+def dataset_path() -> Path:
+    """The dataset chosen on the Data page (default ``data_samples/``)."""
+    return Path(st.session_state.get("dataset", str(SAMPLES)))
+
+
+def runs_root() -> Path:
+    """Where runs are listed and launched (``runs/`` of the project; ``HICO_RUNS`` overrides it)."""
+    import os
+
+    return Path(os.environ.get("HICO_RUNS", RUNS_ROOT))

@@ -1,0 +1,69 @@
+"""Curves: loss terms, learning rate, k-NN accuracy per level and throughput of one or several runs, live."""
+
+from __future__ import annotations
+
+import plotly.graph_objects as go
+import streamlit as st
+
+from hico import runs
+
+from common import runs_root
+
+TERMS = ("total", "con", "local", "medium", "global", "global_local", "global_medium", "soft_ce")
+LEVELS = ("local", "medium", "global")
+
+
+def page() -> None:
+    st.header("Curves")
+    all_runs = runs.list_runs(runs_root())
+    if not all_runs:
+        st.info("No runs yet: launch one on the Train page (the demo preset takes about two minutes).")
+        return
+    names = [r.name for r in all_runs]
+    chosen = st.multiselect("Runs", names, default=names[:1], help="overlay runs to compare methods")
+    live = any(r.state in ("running", "starting") for r in all_runs if r.name in chosen)
+    charts([r for r in all_runs if r.name in chosen], live)
+
+
+def _figure(title: str, x: str, y: str) -> go.Figure:
+    fig = go.Figure()
+    fig.update_layout(title=title, xaxis_title=x, yaxis_title=y, height=320, margin=dict(l=40, r=10, t=40, b=40))
+    return fig
+
+
+def charts(chosen: list, live: bool) -> None:
+    @st.fragment(run_every=2.0 if live else None)
+    def draw() -> None:
+        loss = _figure("Training loss (every logged step)", "step", "loss")
+        terms = _figure("Loss terms (epoch means)", "epoch", "loss")
+        knn = _figure("k-NN accuracy of held-out videos, per level (epoch 0: before training)", "epoch", "accuracy")
+        lr = _figure("Learning rate", "step", "lr")
+        speed = _figure("Throughput", "epoch", "pairs/s")
+        for info in chosen:
+            c = runs.curves(info.path)
+            steps, epochs = c["step"], c["epoch"]
+            name = info.name
+            loss.add_scatter(x=[r["step"] for r in steps], y=[r["total"] for r in steps], name=name, mode="lines")
+            lr.add_scatter(x=[r["step"] for r in steps], y=[r["lr"] for r in steps], name=name, mode="lines")
+            trained = [r for r in epochs if r["epoch"] > 0]
+            for term in TERMS[1:]:
+                if any(f"train_{term}" in r for r in trained):
+                    terms.add_scatter(
+                        x=[r["epoch"] for r in trained], y=[r.get(f"train_{term}") for r in trained],
+                        name=f"{name}: {term}", mode="lines+markers",
+                    )  # fmt: skip
+            for level in LEVELS:
+                points = [(r["epoch"], r[f"knn_{level}"]) for r in epochs if r.get(f"knn_{level}") is not None]
+                if points:
+                    knn.add_scatter(x=[p[0] for p in points], y=[p[1] for p in points], name=f"{name}: {level}")
+            speed.add_scatter(x=[r["epoch"] for r in trained], y=[r.get("pairs_per_s") for r in trained], name=name)
+            if info.state in ("failed", "dead"):
+                st.error(f"{name}: {info.error or 'the process is gone'}")
+        left, right = st.columns(2)
+        left.plotly_chart(loss, use_container_width=True)
+        right.plotly_chart(knn, use_container_width=True)
+        left.plotly_chart(terms, use_container_width=True)
+        right.plotly_chart(lr, use_container_width=True)
+        left.plotly_chart(speed, use_container_width=True)
+
+    draw()

@@ -1,0 +1,26 @@
+"""The HiCo workbench: ``streamlit run app/main.py`` (add ``-- PATH`` to allow a dataset folder outside the
+project and your home folder). Binds to localhost (see .streamlit/config.toml)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import streamlit as st
+
+HERE = Path(__file__).resolve().parent
+for path in (HERE, HERE.parent):  # the pages beside this file, and the hico package without an install
+    if str(path) not in sys.path:
+        sys.path.insert(0, str(path))
+
+import curves_page  # noqa: E402
+import data_page  # noqa: E402
+import train_page  # noqa: E402
+
+st.set_page_config(page_title="HiCo workbench", page_icon="🫁", layout="wide")
+pages = [
+    st.Page(data_page.page, title="Data", url_path="data", default=True),
+    st.Page(train_page.page, title="Train", url_path="train"),
+    st.Page(curves_page.page, title="Curves", url_path="curves"),
+]
+st.navigation(pages).run()

@@ -1,0 +1,196 @@
+"""Pretraining runs as other programs see them: list, launch in the background, stop, read their curves.
+
+The app and the notebooks use this module. A launched run is a separate
+``hico pretrain`` process in its own session, so closing the program that launched it never kills it. Its
+console output goes to ``<runs root>/.logs/<run name>.log``.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from hico.train.rundir import read_metrics, read_status
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+RUNS_ROOT = PROJECT_ROOT / "runs"
+STARTUP_S = 300  # a launched run that has not written its config.yaml after this long has failed to start
+
+
+@dataclass
+class RunInfo:
+    """What a run directory says about itself (read from config.yaml and status.json)."""
+
+    path: Path
+    method: str
+    data: str
+    state: str  # running | finished | failed | interrupted | starting | dead
+    epoch: int
+    epochs: int
+    error: str
+    updated: float
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+
+def run_info(path: str | os.PathLike[str]) -> RunInfo | None:
+    """The :class:`RunInfo` of a run directory, or None when ``path`` is not one (no config.yaml).
+
+    ``state`` is ``starting`` while the process has not written status.json yet, and ``dead`` when status.json
+    says running but its process is gone (killed without a chance to say so).
+    """
+    path = Path(path)
+    try:
+        config = yaml.safe_load((path / "config.yaml").read_text()) or {}
+    except (OSError, yaml.YAMLError):
+        return _launched(path)
+    status = read_status(path) if (path / "status.json").exists() else {}
+    state = status.get("state", "starting")
+    if state == "running" and not _alive(status.get("pid")):
+        state = "dead"
+    return RunInfo(
+        path=path,
+        method=str(config.get("name", "?")),
+        data=str((config.get("data") or {}).get("path", "")),
+        state=state,
+        epoch=int(status.get("epoch", 0)),
+        epochs=int(status.get("epochs", (config.get("train") or {}).get("epochs", 0))),
+        error=str(status.get("error", "")),
+        updated=float(status.get("updated", (path / "config.yaml").stat().st_mtime)),
+    )
+
+
+def _launched(path: Path) -> RunInfo | None:
+    """A folder reserved by :func:`launch` whose process has not written config.yaml (yet, or ever)."""
+    log = log_path(path)
+    if not log.is_file():
+        return None
+    lines = log.read_text(errors="replace").strip().splitlines()
+    age = time.time() - log.stat().st_mtime
+    failed = bool(lines) and lines[-1].startswith("hico: error:") or age > STARTUP_S
+    return RunInfo(
+        path=path, method="?", data="", state="failed" if failed else "starting", epoch=0, epochs=0,
+        error=(lines[-1] if lines else "the process wrote nothing") if failed else "", updated=log.stat().st_mtime,
+    )  # fmt: skip
+
+
+def list_runs(root: str | os.PathLike[str] = RUNS_ROOT) -> list[RunInfo]:
+    """Every run directory directly under ``root``, the most recently updated first."""
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    runs = [info for p in root.iterdir() if p.is_dir() and (info := run_info(p)) is not None]
+    return sorted(runs, key=lambda r: r.updated, reverse=True)
+
+
+def reserve_run_dir(root: str | os.PathLike[str], name: str) -> Path:
+    """Create and return a new, empty folder ``root/<name>-<time>`` (``-2``, ``-3``... when taken).
+
+    ``os.mkdir`` fails when the folder exists, so two launches, even at the same second, never get the same one.
+    """
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    base = f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    for i in range(1, 1000):
+        path = root / (base if i == 1 else f"{base}-{i}")
+        try:
+            path.mkdir()
+            return path
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"no free run directory name for {base} in {root}")
+
+
+def launch(
+    config: str,
+    data: str | os.PathLike[str] | None = None,
+    overrides: list[str] | tuple[str, ...] = (),
+    preset: str | None = None,
+    root: str | os.PathLike[str] = RUNS_ROOT,
+    env: dict[str, str] | None = None,
+) -> tuple[Path, subprocess.Popen]:
+    """Start ``hico pretrain`` in the background, in its own session; returns (run directory, process).
+
+    The run directory is reserved first (:func:`reserve_run_dir`), so the caller can show it at once.
+    """
+    root = Path(root)
+    out = reserve_run_dir(root, Path(config).stem if config else "run")
+    args = [sys.executable, "-m", "hico.cli", "pretrain", "--config", config, "--out", str(out), "--no-progress"]
+    if preset:
+        args += ["--preset", preset]
+    if data is not None:
+        args += ["--data", str(data)]
+    for item in overrides:
+        args += ["--set", item]
+    log = root / ".logs" / f"{out.name}.log"
+    log.parent.mkdir(exist_ok=True)
+    with open(log, "w") as f:
+        process = subprocess.Popen(
+            args,
+            stdout=f,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,  # survives the launcher (a Streamlit session, a notebook kernel)
+            cwd=PROJECT_ROOT,
+            env={**os.environ, **(env or {})},
+        )
+    return out, process
+
+
+def log_path(run: str | os.PathLike[str]) -> Path:
+    """Where :func:`launch` sends a run's console output."""
+    run = Path(run)
+    return run.parent / ".logs" / f"{run.name}.log"
+
+
+def stop(run: str | os.PathLike[str]) -> bool:
+    """Ask a running run to stop (SIGTERM: it finishes its step, saves last.pt, marks itself interrupted).
+
+    Returns False when the run is not running (nothing to stop).
+    """
+    status = read_status(run) if (Path(run) / "status.json").exists() else {}
+    pid = status.get("pid")
+    if status.get("state") != "running" or not _alive(pid):
+        return False
+    os.kill(int(pid), signal.SIGTERM)
+    return True
+
+
+def curves(run: str | os.PathLike[str]) -> dict[str, list[dict]]:
+    """A run's metrics.jsonl split by kind: ``{"step": [...], "epoch": [...]}`` (tolerates a partial line)."""
+    records = read_metrics(run)
+    return {kind: [r for r in records if r.get("kind") == kind] for kind in ("step", "epoch")}
+
+
+def _alive(pid) -> bool:
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie (exited, not yet reaped by its parent) is not running
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(") ", 1)[1][:1] != "Z"
+    except (OSError, IndexError):
+        return True
+
+
+def describe(info: RunInfo) -> str:
+    """One line: name, method, state, epoch."""
+    progress = f"epoch {info.epoch}/{info.epochs}" if info.epochs else ""
+    return f"{info.name}  {info.method}  {info.state}  {progress}".rstrip()
+
+
+__all__ = ["RunInfo", "curves", "describe", "launch", "list_runs", "log_path", "reserve_run_dir", "run_info", "stop"]

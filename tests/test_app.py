@@ -1,0 +1,93 @@
+"""The Streamlit workbench, driven by streamlit.testing (no browser): every page renders and works."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("streamlit")
+from streamlit.testing.v1 import AppTest  # noqa: E402
+
+from hico.runs import list_runs  # noqa: E402
+
+APP = Path(__file__).resolve().parent.parent / "app"
+
+
+def _page(app_dir: str, module: str) -> None:  # the source of a one-page app (AppTest.from_function)
+    import importlib
+    import sys
+    from pathlib import Path
+
+    for p in (app_dir, str(Path(app_dir).parent)):
+        if p not in sys.path:
+            sys.path.insert(0, p)
+    importlib.import_module(module).page()
+
+
+def page(module: str, timeout: float = 120) -> AppTest:
+    return AppTest.from_function(_page, args=(str(APP), module), default_timeout=timeout)
+
+
+@pytest.fixture(autouse=True)
+def _isolated(tmp_path, monkeypatch):
+    monkeypatch.setenv("HICO_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("HICO_RUNS", str(tmp_path / "runs"))
+
+
+def test_main_opens_on_the_data_page():
+    at = AppTest.from_file(str(APP / "main.py"), default_timeout=120).run()
+    assert not at.exception
+    assert at.header[0].value == "Data"
+    assert {m.label: m.value for m in at.metric} == {
+        "classes": "3", "videos": "36", "frames": "576", "groups": "18", "unreadable": "0",
+    }  # fmt: skip
+
+
+def test_data_page_shows_a_pair_and_refuses_paths_outside_the_allowed_roots():
+    at = page("data_page").run()
+    assert not at.exception and len(at.subheader) == 2
+    at.radio[0].set_value("uscl").run()
+    assert not at.exception and any("mix weight" in c.value for c in at.caption)
+    at.text_input[0].set_value("/etc").run()
+    assert at.error and "outside the folders this app may read" in at.error[0].value
+
+
+def test_train_page_launches_a_run_in_its_own_process_and_stops_it(tmp_path):
+    at = page("train_page").run()
+    assert not at.exception
+    assert "No runs yet" in at.info[0].value
+    at.number_input[0].set_value(50)  # epochs: long enough to be stopped while running
+    at.number_input[2].set_value(32)  # size
+    at.button[0].click().run()  # the form's Launch button
+    assert not at.exception and at.success, [e.value for e in at.error]
+    run = list_runs(tmp_path / "runs")[0]
+    deadline = time.time() + 120
+    while list_runs(tmp_path / "runs")[0].state != "running" and time.time() < deadline:
+        time.sleep(0.5)
+    at.run()
+    stop = [b for b in at.button if b.label == "Stop"]
+    assert stop, [m.value for m in at.markdown]
+    stop[0].click().run()
+    while list_runs(tmp_path / "runs")[0].state == "running" and time.time() < deadline:
+        time.sleep(0.5)
+    assert list_runs(tmp_path / "runs")[0].state == "interrupted"
+    assert (run.path / "checkpoints" / "last.pt").is_file()
+
+
+def test_curves_page_empty_then_plots_a_run(tmp_path):
+    at = page("curves_page").run()
+    assert "No runs yet" in at.info[0].value
+    from hico.cli import main
+
+    out = tmp_path / "runs" / "tiny"
+    argv = ["pretrain", "--preset", "demo", "--out", str(out), "--no-progress"]
+    for item in ("train.epochs=2", "augment.size=32", "train.pairs_per_video=2", "train.knn_frames_per_video=2"):
+        argv += ["--set", item]
+    assert main(argv) == 0
+    at = page("curves_page").run()
+    assert not at.exception
+    assert at.multiselect[0].value == ["tiny"]
+    charts = at.get("plotly_chart")
+    assert len(charts) == 5
