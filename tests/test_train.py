@@ -116,6 +116,12 @@ def test_run_directory_holds_everything(tiny_data, tmp_path):
 
     resolve_backbone(root)  # backbone.pt loads back into a model
     assert not list(root.rglob("*.tmp")) and not (root / ".lock").exists()
+    # k-NN features of epochs 0, 1, 2, 4 (powers of two and the last) stay for the app's maps
+    assert sorted(p.name for p in (root / "features").iterdir()) == [f"epoch_000{e}.npz" for e in (0, 1, 2, 4)]
+    from hico.eval.features import Features
+
+    snap = Features.load(root / "features" / "epoch_0004.npz")
+    assert snap.meta["epoch"] == 4 and len(snap) == 18 * 2 and set(snap.levels) == {"local", "medium", "global"}
 
 
 def test_refuses_an_existing_run_directory(tiny_data, tmp_path, capsys):

@@ -6,6 +6,7 @@
       status.json        {"state": "running" | "finished" | "failed" | "interrupted", "error", "epoch", ...}
       checkpoints/last.pt, checkpoints/best.pt
       backbone.pt        backbone + FPN weights at the end (hico.models.export_backbone)
+      features/          epoch_NNNN.npz: k-NN features of epochs 0, 1, 2, 4, 8, ... and the last
 
 Every file except metrics.jsonl is replaced atomically (written to a temporary file in the same folder, then
 renamed), so a reader never sees a half-written file and a crash never corrupts a checkpoint. metrics.jsonl is
@@ -51,6 +52,7 @@ class RunDir:
         self.last = self.checkpoints / "last.pt"
         self.best = self.checkpoints / "best.pt"
         self.backbone = self.root / "backbone.pt"
+        self.features = self.root / "features"
         self._lock = self.root / ".lock"
         self._metrics_file = None
 
