@@ -15,6 +15,8 @@ for path in (HERE, HERE.parent):  # the pages beside this file, and the hico pac
 
 import curves_page  # noqa: E402
 import data_page  # noqa: E402
+import embeddings_page  # noqa: E402
+import evaluate_page  # noqa: E402
 import train_page  # noqa: E402
 
 st.set_page_config(page_title="HiCo workbench", page_icon="🫁", layout="wide")
@@ -22,5 +24,7 @@ pages = [
     st.Page(data_page.page, title="Data", url_path="data", default=True),
     st.Page(train_page.page, title="Train", url_path="train"),
     st.Page(curves_page.page, title="Curves", url_path="curves"),
+    st.Page(embeddings_page.page, title="Embeddings", url_path="embeddings"),
+    st.Page(evaluate_page.page, title="Evaluate", url_path="evaluate"),
 ]
 st.navigation(pages).run()

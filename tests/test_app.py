@@ -76,18 +76,66 @@ def test_train_page_launches_a_run_in_its_own_process_and_stops_it(tmp_path):
     assert (run.path / "checkpoints" / "last.pt").is_file()
 
 
-def test_curves_page_empty_then_plots_a_run(tmp_path):
-    at = page("curves_page").run()
-    assert "No runs yet" in at.info[0].value
+@pytest.fixture(scope="module")
+def tiny_runs(tmp_path_factory) -> Path:
+    """A runs folder holding one short finished demo run on data_samples/."""
     from hico.cli import main
 
-    out = tmp_path / "runs" / "tiny"
-    argv = ["pretrain", "--preset", "demo", "--out", str(out), "--no-progress"]
+    root = tmp_path_factory.mktemp("runs")
+    argv = ["pretrain", "--preset", "demo", "--out", str(root / "tiny"), "--no-progress"]
     for item in ("train.epochs=2", "augment.size=32", "train.pairs_per_video=2", "train.knn_frames_per_video=2"):
         argv += ["--set", item]
-    assert main(argv) == 0
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("HICO_CACHE", str(root.parent / "cache"))
+        assert main(argv) == 0
+    return root
+
+
+def test_curves_page_empty_then_plots_a_run(tiny_runs, monkeypatch):
+    at = page("curves_page").run()
+    assert "No runs yet" in at.info[0].value
+    monkeypatch.setenv("HICO_RUNS", str(tiny_runs))
     at = page("curves_page").run()
     assert not at.exception
     assert at.multiselect[0].value == ["tiny"]
-    charts = at.get("plotly_chart")
-    assert len(charts) == 5
+    assert len(at.get("plotly_chart")) == 5
+
+
+def test_embeddings_page_maps_the_three_levels_over_epochs_and_checkpoints(tiny_runs, monkeypatch):
+    assert "No run to map" in page("embeddings_page").run().info[0].value
+    monkeypatch.setenv("HICO_RUNS", str(tiny_runs))
+    at = page("embeddings_page", timeout=180).run()
+    assert not at.exception, at.exception
+    assert len(at.get("plotly_chart")) == 3
+    assert [m.value.split(" · ")[0] for m in at.markdown if "k-NN" in m.value] == [
+        "**local**",
+        "**medium**",
+        "**global**",
+    ]
+    assert at.select_slider[0].options == ["0", "1", "2"]  # epoch snapshots: before training, 1, 2
+    at.select_slider[0].set_value(0).run()
+    assert not at.exception and len(at.get("plotly_chart")) == 3
+    at.selectbox[1].set_value("final backbone").run()
+    assert not at.exception and len(at.get("plotly_chart")) == 3
+    at.radio[0].set_value("video").run()
+    assert not at.exception
+
+
+def test_evaluate_page_probes_and_fine_tunes(tiny_runs, monkeypatch):
+    monkeypatch.setenv("HICO_RUNS", str(tiny_runs))
+    at = page("evaluate_page", timeout=180).run()
+    assert not at.exception
+    assert at.selectbox[0].value == "tiny"
+    at.button[0].click().run()  # the probe
+    assert not at.exception, at.exception
+    assert [r for r in at.dataframe[0].value["level"]] == ["local", "medium", "global"]
+    at.number_input[2].set_value(1)  # fine-tuning: 3 folds x 1 epoch
+    [b for b in at.button if b.label == "Launch fine-tuning"][0].click().run()
+    assert at.success, [e.value for e in at.error]
+    results = tiny_runs / "tiny" / "finetune"
+    deadline = time.time() + 300
+    while not list(results.glob("*/results.json")) and time.time() < deadline:
+        time.sleep(1)
+    at.run()
+    table = [d for d in at.dataframe if "protocol" in d.value.columns]
+    assert table and len(table[0].value) == 3

@@ -1,0 +1,159 @@
+"""Embeddings: UMAP maps of the local, medium and global features side by side, for any run and checkpoint."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import plotly.graph_objects as go
+import streamlit as st
+
+from hico import runs
+
+from common import check_dataset_path, load_dataset, runs_root
+
+CHECKPOINTS = {
+    "final backbone": "backbone.pt",
+    "best (held-out loss)": "checkpoints/best.pt",
+    "last": "checkpoints/last.pt",
+}
+
+
+def page() -> None:
+    st.header("Embeddings")
+    all_runs = [
+        r for r in runs.list_runs(runs_root()) if (r.path / "features").is_dir() or (r.path / "checkpoints").is_dir()
+    ]
+    if not all_runs:
+        st.info("No run to map yet: launch one on the Train page (the demo preset takes about two minutes).")
+        return
+    c1, c2, c3 = st.columns([2, 2, 1])
+    run = c1.selectbox("Run", all_runs, format_func=lambda r: f"{r.name} ({r.method}, {r.state})")
+    snapshots = sorted((run.path / "features").glob("epoch_*.npz"))
+    modes = (["epochs during training"] if snapshots else []) + [
+        k for k, f in CHECKPOINTS.items() if (run.path / f).is_file()
+    ]
+    mode = c2.selectbox("Features", modes + ["random init"])
+    colour = c3.radio("Colour by", ["class", "video"])
+
+    try:
+        data = check_dataset_path(run.data)
+    except ValueError as e:
+        st.error(f"the run's dataset: {e}")
+        return
+    if mode == "epochs during training":
+        epochs = [int(p.stem.split("_")[1]) for p in snapshots]
+        epoch = st.select_slider("Epoch (0: before training)", epochs, value=epochs[-1])
+        path = run.path / "features" / f"epoch_{epoch:04d}.npz"
+        key = f"{path}:{path.stat().st_mtime}"
+        with st.spinner("Computing the maps (UMAP; the first one also compiles numba, about 20 s)..."):
+            maps = snapshot_maps(str(path), key)
+    else:
+        spec = "random" if mode == "random init" else str(run.path / CHECKPOINTS[mode])
+        size = int(run_size(run.path))
+        per_video = st.slider("Frames per video", 1, 32, 8)
+        key = f"{spec}:{Path(spec).stat().st_mtime if spec != 'random' else 0}"
+        with st.spinner("Extracting features and computing the maps (UMAP; the first one also compiles numba)..."):
+            maps = checkpoint_maps(spec, key, str(data), size, per_video)
+    show(maps, colour, str(data))
+
+
+def run_size(path: Path) -> int:
+    import yaml
+
+    return yaml.safe_load((path / "config.yaml").read_text())["augment"]["size"]
+
+
+@st.cache_data(max_entries=32, show_spinner=False)
+def snapshot_maps(path: str, key: str) -> dict:
+    """Maps of features saved during training (``key`` changes when the file does)."""
+    from hico.eval.features import Features
+
+    return _maps(Features.load(path))
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def checkpoint_maps(spec: str, key: str, data: str, size: int, per_video: int) -> dict:
+    """Maps of a checkpoint's features on the dataset (``key`` changes when the checkpoint does)."""
+    from hico.eval.features import extract_features, load_model
+
+    model = load_model(spec)
+    return _maps(extract_features(model, load_dataset(data), size=size, per_video=per_video))
+
+
+def _maps(feats) -> dict:
+    from hico.eval.embed import umap_2d
+    from hico.eval.maps import leave_one_video_out_knn, silhouettes
+
+    return {
+        "levels": dict(feats.levels),
+        "umap": {name: umap_2d(x) for name, x in feats.levels.items()},
+        "knn": leave_one_video_out_knn(feats),
+        "silhouette": silhouettes(feats),
+        "labels": feats.labels,
+        "classes": list(feats.classes),
+        "video": feats.video,
+        "video_ids": feats.frame_video_ids,
+        "frame": feats.frame,
+    }
+
+
+def show(maps: dict, colour: str, data: str) -> None:
+    names = list(maps["umap"])
+    cols = st.columns(len(names))
+    selected = None
+    for col, name in zip(cols, names, strict=True):
+        col.markdown(
+            f"**{name}** · k-NN {100 * maps['knn'][name]:.1f}% · silhouette {maps['silhouette'][name]:.2f}",
+            help="k-NN: each video's frames classified by the other videos' frames (k = 10). Silhouette: how well "
+            "the classes separate (cosine; 1 = perfectly, 0 = not at all).",
+        )
+        event = col.plotly_chart(
+            figure(maps, name, colour), use_container_width=True, on_select="rerun", selection_mode="points",
+            key=f"map-{name}",
+        )  # fmt: skip
+        points = (event or {}).get("selection", {}).get("points", [])
+        if points:
+            selected = int(np.ravel(points[0]["customdata"])[0])
+    if selected is None:
+        st.caption("Click a point to see its frame and its nearest neighbours at each level.")
+        return
+    neighbours(maps, selected, data)
+
+
+def figure(maps: dict, level: str, colour: str) -> go.Figure:
+    xy = maps["umap"][level]
+    fig = go.Figure()
+    groups = maps["classes"] if colour == "class" else sorted(set(maps["video_ids"]))
+    key = maps["labels"] if colour == "class" else None
+    for g, name in enumerate(groups):
+        mask = key == g if colour == "class" else maps["video_ids"] == name
+        rows = np.flatnonzero(mask)
+        fig.add_scattergl(
+            x=xy[rows, 0], y=xy[rows, 1], mode="markers", name=name, customdata=rows[:, None],
+            text=[f"{maps['classes'][maps['labels'][i]]} · {maps['video_ids'][i]} · frame {maps['frame'][i]}" for i in rows],
+            hovertemplate="%{text}<extra></extra>", marker={"size": 6},
+            showlegend=colour == "class",
+        )  # fmt: skip
+    fig.update_layout(height=380, margin=dict(l=10, r=10, t=10, b=10), xaxis_visible=False, yaxis_visible=False)
+    return fig
+
+
+def neighbours(maps: dict, row: int, data: str) -> None:
+    from hico.eval.maps import nearest
+
+    videos = load_dataset(data)
+    index = {v.video_id: i for i, v in enumerate(videos.videos)}
+
+    def picture(i: int):
+        return videos.frames(index[maps["video_ids"][i]])[int(maps["frame"][i])]
+
+    def caption(i: int) -> str:
+        return f"{maps['classes'][maps['labels'][i]]} · {maps['video_ids'][i]} · {maps['frame'][i]}"
+
+    st.subheader("The frame and its nearest neighbours")
+    st.image(picture(row), caption=caption(row), width=160)
+    for name, x in maps["levels"].items():
+        near = nearest(x, row, n=6)
+        st.caption(f"{name} level")
+        st.image([picture(i) for i in near], caption=[caption(i) for i in near], width=110)

@@ -1,0 +1,131 @@
+"""Evaluate: linear probe + k-NN (seconds, here) and k-fold fine-tuning (minutes, in its own process) of a run."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import plotly.graph_objects as go
+import streamlit as st
+
+from hico import runs
+
+from common import check_dataset_path, dataset_path, load_dataset, runs_root
+
+
+def page() -> None:
+    st.header("Evaluate")
+    try:
+        data = check_dataset_path(str(dataset_path()))
+    except ValueError as e:
+        st.error(str(e))
+        return
+    st.caption(f"Evaluation dataset: `{data}` (change it on the Data page)")
+    finished = [r for r in runs.list_runs(runs_root()) if (r.path / "backbone.pt").is_file()]
+    choices = ["random init"] + [r.name for r in finished]
+    backbone = st.selectbox("Backbone", choices, index=1 if finished else 0, help="a finished run's backbone.pt")
+    spec = "random" if backbone == "random init" else str(runs_root() / backbone)
+    size = st.select_slider("Image size (px)", [32, 64, 96, 112, 128, 224], value=64)
+    probe_tab, finetune_tab = st.tabs(["Linear probe and k-NN", "Fine-tuning (k folds)"])
+    with probe_tab:
+        probe_section(spec, str(data), size)
+    with finetune_tab:
+        finetune_section(spec, data, size, Path(spec) if spec != "random" else runs_root())
+
+
+def probe_section(spec: str, data: str, size: int) -> None:
+    folds = st.number_input("Folds (grouped by patient)", 2, 10, 3)
+    if not st.button("Run the probe", type="primary"):
+        return
+    with st.spinner("Extracting features and fitting a logistic regression and k-NN per level..."):
+        try:
+            result = run_probe(spec, _mtime(spec), data, size, int(folds))
+        except ValueError as e:
+            st.error(str(e))
+            return
+    rows = [
+        {"level": name, "linear %": round(100 * r["linear_mean"], 1), "± (folds)": round(100 * r["linear_std"], 1),
+         "k-NN %": round(100 * r["knn_mean"], 1), "linear, video vote %": round(100 * r["linear_video_acc"], 1)}
+        for name, r in result["levels"].items()
+    ]  # fmt: skip
+    st.dataframe(rows, hide_index=True)
+    st.plotly_chart(
+        confusion_figure(result["levels"]["global"]["linear_confusion"], result["classes"], "global, linear")
+    )
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def run_probe(spec: str, mtime: float, data: str, size: int, folds: int) -> dict:
+    from hico.eval.features import extract_features, load_model
+    from hico.eval.probe import probe
+
+    feats = extract_features(load_model(spec), load_dataset(data), size=size, per_video=8)
+    return probe(feats, folds=folds)
+
+
+def finetune_section(spec: str, data: Path, size: int, where: Path) -> None:
+    folder = where / ("finetune" if spec != "random" else "finetune-random")
+    c1, c2 = st.columns(2)
+    folds = c1.number_input("Folds", 2, 10, 3, key="ft-folds")
+    epochs = c2.number_input("Epochs per fold", 1, 100, 3)
+    if st.button("Launch fine-tuning", type="primary"):
+        out = runs.reserve_run_dir(folder, "finetune")
+        args = [sys.executable, "-m", "hico.cli", "finetune", "--backbone", spec, "--data", str(data), "--out", str(out),
+                "--folds", str(folds), "--epochs", str(epochs), "--size", str(size), "--no-progress"]  # fmt: skip
+        with open(out.parent / f".{out.name}.log", "w") as log:
+            subprocess.Popen(
+                args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
+            )
+        st.success(f"Fine-tuning in its own process; results will appear below ({out.name}).")
+    results = sorted(folder.glob("*/results.json"))
+    pending = [p for p in folder.glob("*") if p.is_dir() and not (p / "results.json").exists()]
+    for p in pending:
+        log = p.parent / f".{p.name}.log"
+        last = log.read_text(errors="replace").strip().splitlines()[-1:] if log.is_file() else []
+        if last and last[0].startswith("hico: error:"):
+            st.error(f"{p.name}: {last[0]}")
+        else:
+            st.info(f"{p.name}: fine-tuning is going on; reload the page to see its results.")
+    if not results:
+        st.caption("No fine-tuning results for this backbone yet.")
+        return
+    show_results(json.loads(results[-1].read_text()), results[-1].parent.name)
+
+
+def show_results(results: dict, name: str) -> None:
+    from hico.eval.finetune import PROTOCOL_LABELS, PROTOCOLS
+
+    st.markdown(
+        f"**{name}**: {results['config']['folds']} folds × {results['config']['epochs']} epochs, {results['n_videos']} videos"
+    )
+    rows = []
+    for p in PROTOCOLS:
+        s = results["summary"][p]
+        rows.append({
+            "protocol": PROTOCOL_LABELS[p], "accuracy %": round(100 * s["accuracy"], 1),
+            "95% CI": f"{100 * s['accuracy_ci'][0]:.1f}–{100 * s['accuracy_ci'][1]:.1f}",
+            "macro F1 %": round(100 * s["macro_f1"], 1), "video accuracy %": round(100 * s["video_accuracy"], 1),
+        })  # fmt: skip
+    st.dataframe(rows, hide_index=True)
+    st.caption(
+        "The best-TEST-epoch row is the authors' protocol: it picks the epoch on the test set and is biased upwards."
+    )
+    st.plotly_chart(
+        confusion_figure(results["summary"]["honest_final"]["confusion"], results["classes"], "final epoch")
+    )
+
+
+def confusion_figure(cm: list[list[int]], classes: list[str], title: str) -> go.Figure:
+    fig = go.Figure(
+        go.Heatmap(z=cm, x=classes, y=classes, text=cm, texttemplate="%{text}", colorscale="Blues", showscale=False)
+    )
+    fig.update_layout(title=f"Confusion matrix ({title}), frames", xaxis_title="predicted", yaxis_title="true",
+                      yaxis_autorange="reversed", height=360, width=420)  # fmt: skip
+    return fig
+
+
+def _mtime(spec: str) -> float:
+    path = Path(spec) / "backbone.pt" if Path(spec).is_dir() else Path(spec)
+    return path.stat().st_mtime if path.exists() else 0.0

@@ -1,0 +1,43 @@
+"""hico.eval.maps: the readouts and neighbours the app shows, on hand-made features."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from hico.eval.features import Features
+from hico.eval.maps import leave_one_video_out_knn, nearest, silhouettes
+
+
+def feats(levels: dict, labels, video) -> Features:
+    n = len(labels)
+    return Features(
+        levels={k: np.asarray(v, np.float32) for k, v in levels.items()}, labels=np.asarray(labels),
+        video=np.asarray(video), frame=np.zeros(n, np.int64), groups=np.asarray(video).astype(str),
+        classes=["a", "b"], video_ids=[f"v{i}" for i in range(max(video) + 1)],
+    )  # fmt: skip
+
+
+def test_leave_one_video_out_never_lets_a_video_vote_for_itself():
+    # Each video's two frames are identical to each other and far from everything else, but videos of one class
+    # sit close together: with its own video excluded, every frame is still classified by its class mates.
+    x = [[1, 0.1], [1, 0.1], [1, -0.1], [1, -0.1], [-1, 0.1], [-1, 0.1], [-1, -0.1], [-1, -0.1]]
+    f = feats({"global": x}, labels=[0, 0, 0, 0, 1, 1, 1, 1], video=[0, 0, 1, 1, 2, 2, 3, 3])
+    assert leave_one_video_out_knn(f, k=2) == {"global": 1.0}
+    # Frames that only resemble their own video (and sit among the other class) are all wrong once it is left out.
+    x = [[1, 0], [1, 0], [0, 1], [0, 1]]
+    f = feats({"global": x}, labels=[0, 0, 1, 1], video=[0, 0, 1, 1])
+    assert leave_one_video_out_knn(f, k=1) == {"global": 0.0}
+
+
+def test_silhouette_of_perfect_and_mixed_clusters():
+    x = [[1, 0], [1, 0.01], [0, 1], [0.01, 1]]
+    assert silhouettes(feats({"l": x}, [0, 0, 1, 1], [0, 1, 2, 3]))["l"] == pytest.approx(1.0, abs=1e-3)
+    assert silhouettes(feats({"l": x}, [0, 1, 0, 1], [0, 1, 2, 3]))["l"] < 0
+    assert np.isnan(silhouettes(feats({"l": x}, [0, 0, 0, 0], [0, 1, 2, 3]))["l"])
+
+
+def test_nearest_by_cosine_excludes_the_row_itself():
+    x = np.array([[1, 0], [2, 0.1], [0, 1], [1, 1], [-1, 0]], np.float32)
+    assert nearest(x, 0, n=3).tolist() == [1, 3, 2]
+    assert nearest(x, 0, n=10).tolist() == [1, 3, 2, 4]
