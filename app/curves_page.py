@@ -43,8 +43,9 @@ def charts(chosen: list, live: bool) -> None:
             c = runs.curves(info.path)
             steps, epochs = c["step"], c["epoch"]
             name = info.name
-            loss.add_scatter(x=[r["step"] for r in steps], y=[r["total"] for r in steps], name=name, mode="lines")
-            lr.add_scatter(x=[r["step"] for r in steps], y=[r["lr"] for r in steps], name=name, mode="lines")
+            mode = "lines" if len(steps) > 30 else "lines+markers"  # a single logged step still shows
+            loss.add_scatter(x=[r["step"] for r in steps], y=[r["total"] for r in steps], name=name, mode=mode)
+            lr.add_scatter(x=[r["step"] for r in steps], y=[r["lr"] for r in steps], name=name, mode=mode)
             trained = [r for r in epochs if r["epoch"] > 0]
             for term in TERMS[1:]:
                 if any(f"train_{term}" in r for r in trained):

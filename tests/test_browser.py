@@ -1,0 +1,94 @@
+"""The workbench in a real browser: start the Streamlit server, click through every page in headless Chromium
+(Debian's package, driven by Playwright), save a screenshot of each.
+
+Screenshots go to a temporary folder, or to ``$HICO_SCREENSHOTS`` (``HICO_SCREENSHOTS=docs/screenshots`` renews
+the README's pictures). Skips when Chromium or Playwright is missing (``make test`` installs both where it can).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+playwright = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
+pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="no chromium on this machine (apt-get install chromium)")
+
+PAGES = [  # (url path, text that shows the page has rendered its content)
+    ("", "A positive pair"),  # the Data page is the default one, at the root
+    ("train", "Runs"),
+    ("curves", "Training loss"),
+    ("embeddings", "silhouette"),
+    ("evaluate", "Run the probe"),
+]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    from hico.cli import main
+
+    tmp = tmp_path_factory.mktemp("browser")
+    env = {**os.environ, "HICO_CACHE": str(tmp / "cache"), "HICO_RUNS": str(tmp / "runs")}
+    argv = ["pretrain", "--preset", "demo", "--out", str(tmp / "runs" / "demo"), "--no-progress"]
+    for item in ("train.epochs=2", "augment.size=32", "train.pairs_per_video=2", "train.knn_frames_per_video=2"):
+        argv += ["--set", item]
+    argv += ["--set", "train.log_every=1"]
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("HICO_CACHE", env["HICO_CACHE"])
+        assert main(argv) == 0
+    port = free_port()
+    cmd = [sys.executable, "-m", "streamlit", "run", str(ROOT / "app" / "main.py"), "--server.port", str(port)]
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    url = f"http://localhost:{port}"
+    try:
+        deadline = time.time() + 60
+        while True:
+            try:
+                urllib.request.urlopen(f"{url}/_stcore/health", timeout=1)
+                break
+            except OSError:
+                if time.time() > deadline or proc.poll() is not None:
+                    proc.kill()
+                    pytest.fail(f"the server did not start: {proc.stdout.read()[-2000:]}")
+                time.sleep(0.5)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+
+
+def test_every_page_renders_in_chromium(server, tmp_path):
+    shots = Path(os.environ.get("HICO_SCREENSHOTS", tmp_path))
+    shots.mkdir(parents=True, exist_ok=True)
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        for path, text in PAGES:
+            started = time.perf_counter()
+            page.goto(f"{server}/{path}")
+            page.get_by_text(text).first.wait_for(timeout=120_000)
+            page.wait_for_timeout(1500)  # let images and charts paint
+            print(f"/{path}: {time.perf_counter() - started:.1f} s to show {text!r}")
+            assert not page.get_by_text("Traceback").count(), path
+            assert not page.get_by_text("Page not found").count(), path
+            page.screenshot(path=str(shots / f"{path or 'data'}.png"), full_page=False)
+        page.goto(f"{server}/train")  # navigation by the sidebar works too
+        page.get_by_role("link", name="Curves").click()
+        page.get_by_text("Training loss").first.wait_for(timeout=60_000)
+        browser.close()
+    assert {p.name for p in shots.glob("*.png")} >= {f"{name or 'data'}.png" for name, _ in PAGES}
