@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -42,6 +44,18 @@ def write_image(path: Path, arr: np.ndarray) -> Path:
 def ramp(n: int, h: int = 40, w: int = 48) -> np.ndarray:
     """n frames whose brightness encodes their number: frame i is the constant 20 + 15 * i."""
     return np.stack([np.full((h, w), 20 + 15 * i, np.uint8) for i in range(n)])
+
+
+@pytest.fixture(autouse=True)
+def _keep_main_module() -> Iterator[None]:
+    """Put ``sys.modules["__main__"]`` back after each test.
+
+    Streamlit's AppTest runs its script as ``__main__`` and leaves it there; a later
+    ``multiprocessing`` spawn would then re-run that script in every child and die.
+    """
+    main = sys.modules["__main__"]
+    yield
+    sys.modules["__main__"] = main
 
 
 @pytest.fixture
