@@ -7,7 +7,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from hico.runs import PROJECT_ROOT, RUNS_ROOT
+from hico.runs import PROJECT_ROOT, runs_root  # noqa: F401 (the pages import runs_root from here)
 
 SAMPLES = PROJECT_ROOT / "data_samples"
 WORKING_SIZE = 128  # the app shows and trains at small sizes: frames are cached at this size
@@ -54,10 +54,3 @@ def load_dataset(path: str):
 def dataset_path() -> Path:
     """The dataset chosen on the Data page (default ``data_samples/``)."""
     return Path(st.session_state.get("dataset", str(SAMPLES)))
-
-
-def runs_root() -> Path:
-    """Where runs are listed and launched (``runs/`` of the project; ``HICO_RUNS`` overrides it)."""
-    import os
-
-    return Path(os.environ.get("HICO_RUNS", RUNS_ROOT))

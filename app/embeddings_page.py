@@ -68,34 +68,19 @@ def run_size(path: Path) -> int:
 def snapshot_maps(path: str, key: str) -> dict:
     """Maps of features saved during training (``key`` changes when the file does)."""
     from hico.eval.features import Features
+    from hico.eval.maps import level_maps
 
-    return _maps(Features.load(path))
+    return level_maps(Features.load(path))
 
 
 @st.cache_data(max_entries=16, show_spinner=False)
 def checkpoint_maps(spec: str, key: str, data: str, size: int, per_video: int) -> dict:
     """Maps of a checkpoint's features on the dataset (``key`` changes when the checkpoint does)."""
     from hico.eval.features import extract_features, load_model
+    from hico.eval.maps import level_maps
 
     model = load_model(spec)
-    return _maps(extract_features(model, load_dataset(data), size=size, per_video=per_video))
-
-
-def _maps(feats) -> dict:
-    from hico.eval.embed import umap_2d
-    from hico.eval.maps import leave_one_video_out_knn, silhouettes
-
-    return {
-        "levels": dict(feats.levels),
-        "umap": {name: umap_2d(x) for name, x in feats.levels.items()},
-        "knn": leave_one_video_out_knn(feats),
-        "silhouette": silhouettes(feats),
-        "labels": feats.labels,
-        "classes": list(feats.classes),
-        "video": feats.video,
-        "video_ids": feats.frame_video_ids,
-        "frame": feats.frame,
-    }
+    return level_maps(extract_features(model, load_dataset(data), size=size, per_video=per_video))
 
 
 def show(maps: dict, colour: str, data: str) -> None:

@@ -24,6 +24,11 @@ RUNS_ROOT = PROJECT_ROOT / "runs"
 STARTUP_S = 300  # a launched run that has not written its config.yaml after this long has failed to start
 
 
+def runs_root() -> Path:
+    """Where runs are kept: ``runs/`` of the project, or the folder named by ``HICO_RUNS``."""
+    return Path(os.environ.get("HICO_RUNS", RUNS_ROOT))
+
+
 @dataclass
 class RunInfo:
     """What a run directory says about itself (read from config.yaml and status.json)."""

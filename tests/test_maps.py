@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from hico.eval.features import Features
-from hico.eval.maps import leave_one_video_out_knn, nearest, silhouettes
+from hico.eval.maps import leave_one_video_out_knn, level_maps, nearest, silhouettes
 
 
 def feats(levels: dict, labels, video) -> Features:
@@ -41,3 +41,18 @@ def test_nearest_by_cosine_excludes_the_row_itself():
     x = np.array([[1, 0], [2, 0.1], [0, 1], [1, 1], [-1, 0]], np.float32)
     assert nearest(x, 0, n=3).tolist() == [1, 3, 2]
     assert nearest(x, 0, n=10).tolist() == [1, 3, 2, 4]
+
+
+def test_level_maps_gives_every_level_a_map_and_caches_it_on_disk(tmp_path):
+    rng = np.random.default_rng(0)
+    labels = np.repeat([0, 1], 12)
+    video = np.repeat(np.arange(6), 4)
+    centres = np.array([[3.0, 0, 0, 0], [0, 3.0, 0, 0]])
+    levels = {name: centres[labels] + rng.normal(size=(24, 4)) for name in ("local", "medium", "global")}
+    maps = level_maps(feats(levels, labels, video), cache_dir=tmp_path)
+    assert set(maps["umap"]) == set(maps["knn"]) == set(maps["silhouette"]) == set(levels)
+    assert all(m.shape == (24, 2) and np.isfinite(m).all() for m in maps["umap"].values())
+    assert len(list(tmp_path.glob("*.npy"))) == 3
+    again = level_maps(feats(levels, labels, video), cache_dir=tmp_path)  # from the cache: identical coordinates
+    assert all(np.array_equal(again["umap"][k], maps["umap"][k]) for k in levels)
+    assert maps["knn"]["global"] > 0.9  # two well separated classes

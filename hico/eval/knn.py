@@ -63,12 +63,20 @@ def knn_predict(
     out = torch.empty(te.shape[0], dtype=torch.int64)
     for start in range(0, te.shape[0], chunk_size):
         q = F.normalize(te[start : start + chunk_size], dim=1)
-        sim, idx = (q @ tr.T).topk(k, dim=1)  # (c, k), most similar first
-        weight = torch.exp((sim - sim[:, :1]) / temperature)  # shifted by the row max: same ratios, no overflow
-        votes = torch.zeros(q.shape[0], num_classes, dtype=torch.float64, device=tr.device)
-        votes.scatter_add_(1, ty[idx], weight.double())
-        out[start : start + len(q)] = votes.argmax(dim=1).cpu()  # argmax: first (lowest) class on ties
+        out[start : start + len(q)] = knn_vote(q @ tr.T, ty, k, num_classes, temperature).cpu()
     return out.numpy()
+
+
+def knn_vote(sim: torch.Tensor, train_y: torch.Tensor, k: int, num_classes: int, temperature: float) -> torch.Tensor:
+    """The weighted k-NN vote of :func:`knn_predict` from a (M, N) cosine-similarity block; (M,) int64 classes.
+
+    Entries set to ``-inf`` never vote (weight 0): the way to leave rows out without copying the features.
+    """
+    sim, idx = sim.topk(min(k, sim.shape[1]), dim=1)  # (M, k), most similar first
+    weight = torch.exp((sim - sim[:, :1]) / temperature)  # shifted by the row max: same ratios, no overflow
+    votes = torch.zeros(sim.shape[0], num_classes, dtype=torch.float64, device=sim.device)
+    votes.scatter_add_(1, train_y[idx], weight.double())
+    return votes.argmax(dim=1)  # argmax: first (lowest) class on ties
 
 
 def knn_accuracy(

@@ -7,24 +7,27 @@ import warnings
 import numpy as np
 
 from hico.eval.features import Features
-from hico.eval.knn import knn_predict
+from hico.eval.knn import knn_vote
 
 
 def leave_one_video_out_knn(features: Features, k: int = 10) -> dict[str, float]:
     """Per level, the frame accuracy of k-NN where each video's frames are classified by all OTHER videos' frames
     (a frame's own video never votes: neighbours from it would be near-copies)."""
+    import torch
+    import torch.nn.functional as F
+
+    videos = torch.as_tensor(features.video)
+    labels = torch.as_tensor(features.labels).long()
+    same_video = videos[:, None] == videos[None, :]
     out = {}
-    n_classes = len(features.classes)
-    videos = np.unique(features.video)
     for name, x in features.levels.items():
-        correct = 0
-        for v in videos:
-            test = features.video == v
-            if test.all():
-                continue
-            pred = knn_predict(x[~test], features.labels[~test], x[test], k=k, num_classes=n_classes)
-            correct += int(np.sum(pred == features.labels[test]))
-        out[name] = correct / len(features) if len(videos) > 1 else float("nan")
+        if len(np.unique(features.video)) < 2:
+            out[name] = float("nan")
+            continue
+        unit = F.normalize(torch.as_tensor(x, dtype=torch.float32), dim=1)
+        sim = (unit @ unit.T).masked_fill_(same_video, -torch.inf)  # a frame's own video never votes
+        pred = knn_vote(sim, labels, k, len(features.classes), temperature=0.07)
+        out[name] = float((pred == labels).double().mean())
     return out
 
 
@@ -52,3 +55,26 @@ def nearest(x: np.ndarray, row: int, n: int = 5) -> np.ndarray:
     n = min(n, len(x) - 1)
     top = np.argpartition(-sim, n - 1)[:n] if n > 0 else np.zeros(0, np.int64)
     return top[np.argsort(-sim[top], kind="stable")]
+
+
+def level_maps(features: Features, cache_dir=None) -> dict:
+    """Everything an embedding map of the three levels shows: per level the features, their 2-D UMAP (cached on
+    disk by content, see :func:`hico.eval.embed.umap_2d`), leave-one-video-out k-NN accuracy and silhouette; and
+    per frame its label, video and frame number.
+
+    Returns ``{"levels", "umap", "knn", "silhouette": {level: ...}, "labels", "classes", "video", "video_ids",
+    "frame"}``.
+    """
+    from hico.eval.embed import umap_2d
+
+    return {
+        "levels": dict(features.levels),
+        "umap": {name: umap_2d(x, cache_dir=cache_dir) for name, x in features.levels.items()},
+        "knn": leave_one_video_out_knn(features),
+        "silhouette": silhouettes(features),
+        "labels": features.labels,
+        "classes": list(features.classes),
+        "video": features.video,
+        "video_ids": features.frame_video_ids,
+        "frame": features.frame,
+    }
