@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import threading
 from pathlib import Path
 
 import streamlit as st
@@ -11,6 +12,16 @@ from hico.runs import PROJECT_ROOT, runs_root  # noqa: F401 (the pages import ru
 
 SAMPLES = PROJECT_ROOT / "data_samples"
 WORKING_SIZE = 128  # the app shows and trains at small sizes: frames are cached at this size
+
+
+def _warm_up() -> None:  # torch + torchvision take seconds to import: do it while the first page draws
+    import importlib
+
+    for name in ("hico.demo", "hico.runs", "hico.eval.features"):
+        importlib.import_module(name)
+
+
+threading.Thread(target=_warm_up, name="hico-warm-up", daemon=True).start()  # once: this module is imported once
 
 
 def command_line_paths() -> list[Path]:

@@ -22,7 +22,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import torch
 import yaml
 
 from hico.io import atomic_write
@@ -32,11 +31,15 @@ RUN_STATES = ("running", "finished", "failed", "interrupted")
 
 def save_checkpoint(obj: dict, path: Path) -> None:
     """``torch.save`` atomically (a killed run keeps the previous file intact)."""
+    import torch  # here, not at the top: the app reads run directories without paying for torch
+
     atomic_write(path, lambda f: torch.save(obj, f), mode="wb")
 
 
 def load_checkpoint(path: Path) -> dict:
     """Load a checkpoint written by :func:`save_checkpoint` (tensors and plain containers only)."""
+    import torch
+
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
