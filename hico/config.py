@@ -29,7 +29,7 @@ from hico.models.config import ModelConfig
 from hico.train.config import TrainConfig
 
 LOSS_KINDS = ("hico", "uscl")
-PAIR_SAMPLERS = ("hico", "uscl")
+PAIR_SAMPLERS = ("hico", "uscl", "ivpp")
 
 
 class ConfigError(ValueError):
@@ -83,12 +83,24 @@ class DataConfig:
     pairs: str = "hico"
     working_size: int = 256
     label_rate: float = 0.0
+    pair_seconds: float = 1.0  # ivpp: the two frames of a pair are at most this far apart ...
+    fps: float = 30.0  # ... counted in frames at this rate (frame folders carry no frame rate)
 
     def __post_init__(self) -> None:
         if self.pairs not in PAIR_SAMPLERS:
             raise ValueError(f"data.pairs must be one of {PAIR_SAMPLERS}, got {self.pairs!r}")
         if not 0 <= self.label_rate <= 1:
             raise ValueError(f"data.label_rate must be in [0, 1], got {self.label_rate}")
+        if not (self.pair_seconds > 0 and self.fps > 0):
+            raise ValueError(f"data.pair_seconds and data.fps must be > 0, got {self.pair_seconds} and {self.fps}")
+
+    def sampler(self):
+        """The pair sampler this configuration names (ivpp: D = max(1, round(pair_seconds * fps)) frames)."""
+        from hico.data.pairs import make_sampler
+
+        if self.pairs == "ivpp":
+            return make_sampler("ivpp", max_distance=max(1, round(self.pair_seconds * self.fps)))
+        return make_sampler(self.pairs)
 
 
 @dataclass

@@ -548,3 +548,46 @@ def test_uscl_no_labels_and_validation():
         USCLLoss(temperature=0)
     with pytest.raises(KeyError, match="logits"):
         USCLLoss()({"global": z1}, {"global": z1})
+
+
+# ---------------------------------------------------------------- pair weights (IVPP)
+
+
+def ref_weighted_nt_xent(a, b, w, tau: float = 0.5) -> float:
+    """Eq. 1 per anchor, anchor a_i and b_i both weighted by w_i, averaged over the 2N anchors (NumPy loop)."""
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    n = len(a)
+    vectors = list(a) + list(b)
+    total = 0.0
+    for i in range(2 * n):
+        positive = vectors[(i + n) % (2 * n)]
+        numerator = np.exp(cos(vectors[i], positive) / tau)
+        denominator = sum(np.exp(cos(vectors[i], vectors[k]) / tau) for k in range(2 * n) if k != i)
+        total += w[i % n] * -np.log(numerator / denominator)
+    return float(total / (2 * n))
+
+
+def test_info_nce_pair_weights():
+    g = torch.Generator().manual_seed(3)
+    a, b = torch.randn(5, 4, generator=g, dtype=torch.float64), torch.randn(5, 4, generator=g, dtype=torch.float64)
+    w = torch.tensor([1.0, 0.5, 0.25, 0.0, 0.75], dtype=torch.float64)
+    got = info_nce(a, b, 0.5, weights=w)
+    assert got.item() == pytest.approx(ref_weighted_nt_xent(a.numpy(), b.numpy(), w.numpy()), rel=1e-10)
+    assert info_nce(a, b, 0.5, weights=torch.ones(5, dtype=torch.float64)).item() == pytest.approx(
+        ref_nt_xent(a.numpy(), b.numpy())
+    )
+    a.requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda x: info_nce(x, b, 0.5, weights=w), (a,))
+    with pytest.raises(ValueError, match="weights must have shape"):
+        info_nce(a, b, weights=torch.ones(4))
+
+
+def test_hico_and_uscl_losses_pass_pair_weights_to_every_contrastive_term():
+    out1, out2 = make_outputs(n=6, seed=1)
+    w = torch.linspace(0.1, 1.0, 6, dtype=torch.float64)
+    terms = HiCoLoss(terms=("local", "global", "global_medium"))(out1, out2, None, weights=w)
+    assert terms["local"].item() == pytest.approx(info_nce(out1["local"], out2["local"], weights=w).item())
+    expected = info_nce(out1["global"], out2["medium"], weights=w) + info_nce(out2["global"], out1["medium"], weights=w)
+    assert terms["global_medium"].item() == pytest.approx(expected.item())
+    uscl = USCLLoss(lam=0.0)(out1, out2, None, weights=w)
+    assert uscl["global"].item() == pytest.approx(info_nce(out1["global"], out2["global"], weights=w).item())

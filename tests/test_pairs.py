@@ -10,7 +10,7 @@ import torch
 from conftest import write_image
 
 from hico.data import scan
-from hico.data.pairs import HiCoPairs, PairDataset, USCLPairs, intra_video_negatives, make_sampler
+from hico.data.pairs import HiCoPairs, IVPPPairs, PairDataset, USCLPairs, intra_video_negatives, make_sampler
 
 
 @pytest.fixture
@@ -115,3 +115,34 @@ def test_intra_video_negatives_lie_in_the_window():
 def test_unknown_sampler_is_named():
     with pytest.raises(ValueError, match="unknown pair sampler 'ucl'"):
         make_sampler("ucl")
+
+
+@pytest.mark.parametrize("d_max", [1, 3, 30])
+def test_ivpp_pairs_are_at_most_d_apart_and_weighted_by_distance(d_max):
+    sampler, n = IVPPPairs(max_distance=d_max), 12
+    seen = set()
+    for i in range(2000):
+        idx, w = sampler.sample(n, np.random.default_rng([0, i]))
+        d = abs(int(idx[1]) - int(idx[0]))
+        assert 0 <= idx.min() and idx.max() < n
+        assert 1 <= d <= d_max  # never the same frame, never farther than D
+        assert w == pytest.approx((d_max - d + 1) / (d_max + 1))  # 1 - 1/(D+1) for neighbours ... 1/(D+1) at D
+        seen.add(d)
+    assert seen == set(range(1, min(d_max, n - 1) + 1))  # every allowed distance occurs
+
+
+def test_ivpp_one_frame_video_and_bad_distance():
+    idx, w = IVPPPairs(max_distance=5).sample(1, np.random.default_rng(0))
+    assert idx.tolist() == [0, 0] and w == 1.0
+    with pytest.raises(ValueError, match="max_distance"):
+        IVPPPairs(max_distance=0)
+    assert make_sampler("ivpp", max_distance=7).max_distance == 7
+
+
+def test_ivpp_dataset_items_carry_the_loss_weight(videos):
+    ds = PairDataset(videos.subset([0, 1, 2, 3]), IVPPPairs(max_distance=2), seed=0, samples_per_video=8)
+    for i in range(len(ds)):
+        item = ds[i]
+        f0, f1 = decode(item["frames"])
+        assert f0 // 10 == f1 // 10 and 1 <= abs(f0 - f1) <= 2  # same video, 1 or 2 frames apart
+        assert float(item["weight"]) == pytest.approx((2 - abs(f0 - f1) + 1) / 3)

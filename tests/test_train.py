@@ -285,3 +285,25 @@ def test_torchrun_two_processes_train_one_run(tiny_data, tmp_path):
     assert steps == list(range(1, len(steps) + 1)) and len(steps) == 6  # 3 global batches of 8 per epoch
     assert [r["epoch"] for r in epoch_records(out)] == [0, 1, 2]
     assert (out / "backbone.pt").exists() and not (out / ".lock").exists()
+
+
+def test_ivpp_weights_each_pair_by_its_frame_distance(tiny_data, tmp_path, monkeypatch):
+    from hico.losses import HiCoLoss
+
+    cfg = load_method(
+        "ivpp", [*TINY, "train.epochs=1", "data.pair_seconds=0.1", "data.fps=20", f"data.path={tiny_data}"]
+    )
+    assert cfg.data.sampler().max_distance == 2  # D = round(0.1 s x 20 fps)
+    seen: list[torch.Tensor] = []
+    forward = HiCoLoss.forward
+
+    def spy(self, out1, out2, labels=None, weights=None):
+        seen.append(weights)
+        return forward(self, out1, out2, labels, weights)
+
+    monkeypatch.setattr(HiCoLoss, "forward", spy)
+    pretrain(cfg, out=tmp_path / "run", progress=False)
+    assert seen and all(w is not None for w in seen)  # training steps and held-out loss both weigh the pairs
+    values = {round(v, 5) for w in seen for v in w.tolist()}
+    assert values <= {round(2 / 3, 5), round(1 / 3, 5)}  # (D - |d| + 1) / (D + 1) for d = 1, 2
+    assert math.isfinite(epoch_records(tmp_path / "run")[-1]["train_total"])

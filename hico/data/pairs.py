@@ -4,6 +4,8 @@ A sampler decides, for one video of T frames, which frame indices to draw (and a
 the frames are augmented on the training device, how they combine into the two views:
 
 - :class:`HiCoPairs`: two random frames of one video (HiCo, Algorithm 1);
+- :class:`IVPPPairs`: IVPP's intra-video positive pairs: two frames at most D apart, the pair weighted in the loss
+  by (D - |d| + 1) / (D + 1);
 - :class:`USCLPairs`: USCL's sample-pair generation: three distinct frames f1, f2, f3 and one w ~ Beta(a, a),
   view1 = w*f1 + (1-w)*f2 and view2 = w*f3 + (1-w)*f2, mixed after augmentation and normalisation with the
   same augmented f2 in both views, as in the authors' code.
@@ -63,6 +65,40 @@ class USCLPairs:
         return w * f1 + (1 - w) * f2, w * f3 + (1 - w) * f2
 
 
+@dataclass(frozen=True)
+class IVPPPairs:
+    """IVPP (VanBerlo et al. 2024): an anchor frame and a partner at most ``max_distance`` frames away.
+
+    The anchor is uniform over the video, the partner uniform over the frames 1 .. D away on either side; the
+    pair's weight (D - |d| + 1) / (D + 1) multiplies its contrastive loss (``loss_weights``): 1 - 1/(D + 1) for
+    neighbours, 1/(D + 1) at distance D. A one-frame video gives the frame twice, weight 1.
+    """
+
+    max_distance: int = 30
+    name: str = "ivpp"
+    frames_per_sample: int = 2
+    loss_weights: bool = True  # the weight goes to the loss (USCL's weight mixes frames instead)
+
+    def __post_init__(self) -> None:
+        if self.max_distance < 1:
+            raise ValueError(f"IVPPPairs: max_distance must be at least 1 frame, got {self.max_distance}")
+
+    def sample(self, n_frames: int, rng: np.random.Generator) -> tuple[np.ndarray, float]:
+        """Frame indices (anchor, partner) and the pair's loss weight."""
+        if n_frames == 1:
+            return np.zeros(2, dtype=np.int64), 1.0
+        d_max = self.max_distance
+        anchor = int(rng.integers(n_frames))
+        partners = np.arange(max(0, anchor - d_max), min(n_frames, anchor + d_max + 1))
+        partner = int(rng.choice(partners[partners != anchor]))
+        weight = (d_max - abs(partner - anchor) + 1) / (d_max + 1)
+        return np.array([anchor, partner], dtype=np.int64), weight
+
+    def combine(self, views: torch.Tensor, weights: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, 2, C, H, W) augmented frames -> the two views, each (B, C, H, W)."""
+        return views[:, 0], views[:, 1]
+
+
 def intra_video_negatives(
     n_frames: int, anchor: int, k: int, rng: np.random.Generator, window: tuple[float, float] = (0.2, 0.4)
 ) -> np.ndarray:
@@ -79,14 +115,16 @@ def intra_video_negatives(
     return rng.choice(ok, size=k, replace=len(ok) < k).astype(np.int64)
 
 
-SAMPLERS = {"hico": HiCoPairs, "uscl": USCLPairs}
+SAMPLERS = {"hico": HiCoPairs, "uscl": USCLPairs, "ivpp": IVPPPairs}
+Sampler = HiCoPairs | USCLPairs | IVPPPairs
 
 
-def make_sampler(name: str) -> HiCoPairs | USCLPairs:
-    """The pair sampler called ``name`` (``hico`` or ``uscl``)."""
+def make_sampler(name: str, **params) -> Sampler:
+    """The pair sampler called ``name`` (``hico``, ``uscl`` or ``ivpp``), with its ``params``
+    (e.g. ``max_distance`` for ``ivpp``)."""
     if name not in SAMPLERS:
         raise ValueError(f"unknown pair sampler {name!r}: choose one of {', '.join(SAMPLERS)}")
-    return SAMPLERS[name]()
+    return SAMPLERS[name](**params)
 
 
 class PairDataset(torch.utils.data.Dataset):
@@ -98,7 +136,7 @@ class PairDataset(torch.utils.data.Dataset):
 
     Args:
         videos: the videos (load them first with ``videos.load_all()``).
-        sampler: a pair sampler (:class:`HiCoPairs`, :class:`USCLPairs`).
+        sampler: a pair sampler (:class:`HiCoPairs`, :class:`USCLPairs`, :class:`IVPPPairs`).
         labels: per-video labels (V,), -1 for unlabelled; None means all unlabelled.
         seed: base seed.
         samples_per_video: samples drawn from each video per epoch.
@@ -107,7 +145,7 @@ class PairDataset(torch.utils.data.Dataset):
     def __init__(
         self,
         videos: VideoDataset,
-        sampler: HiCoPairs | USCLPairs,
+        sampler: Sampler,
         labels: np.ndarray | None = None,
         seed: int = 0,
         samples_per_video: int = 1,
@@ -151,7 +189,7 @@ class PairDataset(torch.utils.data.Dataset):
 
 
 def make_views(
-    batch: dict, sampler: HiCoPairs | USCLPairs, augment: torch.nn.Module, generator: torch.Generator | None = None
+    batch: dict, sampler: Sampler, augment: torch.nn.Module, generator: torch.Generator | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Augment a collated batch on its device and combine it into the two views, each (B, 3, s, s).
 

@@ -140,7 +140,9 @@ class HiCoLoss(nn.Module):
             f"terms={list(self.terms)}, cross_pairing={self.cross_pairing!r}, smoothing={self.smoothing!r}"
         )
 
-    def _contrastive_terms(self, outs: tuple[Mapping[str, Tensor], Mapping[str, Tensor]]) -> dict[str, Tensor]:
+    def _contrastive_terms(
+        self, outs: tuple[Mapping[str, Tensor], Mapping[str, Tensor]], weights: Tensor | None = None
+    ) -> dict[str, Tensor]:
         """Every contrastive term switched on, from one batched info_nce when the shapes allow it."""
         calls = [pair for pairs in self._pairs.values() for pair in pairs]
         if not calls:
@@ -152,9 +154,9 @@ class HiCoLoss(nn.Module):
         left = [outs[view][key] for (key, view), _ in calls]
         right = [outs[view][key] for _, (key, view) in calls]
         if len({x.shape for x in left + right}) == 1:
-            values = list(info_nce(torch.stack(left), torch.stack(right), self.temperature).unbind())
+            values = list(info_nce(torch.stack(left), torch.stack(right), self.temperature, weights).unbind())
         else:
-            values = [info_nce(x, y, self.temperature) for x, y in zip(left, right, strict=True)]
+            values = [info_nce(x, y, self.temperature, weights) for x, y in zip(left, right, strict=True)]
         result, start = {}, 0
         for term, pairs in self._pairs.items():  # a cross term is the sum of its two info_nce calls
             chunk = values[start : start + len(pairs)]
@@ -163,10 +165,15 @@ class HiCoLoss(nn.Module):
         return result
 
     def forward(
-        self, out1: Mapping[str, Tensor], out2: Mapping[str, Tensor], labels: Tensor | None = None
+        self,
+        out1: Mapping[str, Tensor],
+        out2: Mapping[str, Tensor],
+        labels: Tensor | None = None,
+        weights: Tensor | None = None,
     ) -> dict[str, Tensor]:
-        """Compute every term; see the class docstring for shapes."""
-        losses = self._contrastive_terms((out1, out2))
+        """Compute every term; see the class docstring for shapes. ``weights``: optional (N,) pair weights of
+        the contrastive terms (IVPP, see :func:`~hico.losses.info_nce`)."""
+        losses = self._contrastive_terms((out1, out2), weights)
         if "soft_ce" in self.terms:
             for view, out in enumerate((out1, out2), start=1):
                 if "logits" not in out:

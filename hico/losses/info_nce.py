@@ -23,7 +23,7 @@ def _autocast_off(device_type: str) -> contextlib.AbstractContextManager:
     return contextlib.nullcontext()
 
 
-def info_nce(a: Tensor, b: Tensor, temperature: float = 0.5) -> Tensor:
+def info_nce(a: Tensor, b: Tensor, temperature: float = 0.5, weights: Tensor | None = None) -> Tensor:
     """NT-Xent loss over the 2N vectors of two views, symmetric, averaged over the 2N anchors.
 
     For the 2N vectors z = [a; b], anchor i has one positive (its pair: a_i <-> b_i) and 2N - 2
@@ -46,6 +46,9 @@ def info_nce(a: Tensor, b: Tensor, temperature: float = 0.5) -> Tensor:
             accepted and is computed with one batched matmul.
         b: Second view, same shape as ``a``; row i of ``b`` is the positive of row i of ``a``.
         temperature: Softmax temperature t > 0 (the paper uses 0.5).
+        weights: optional (N,) weight of each pair (IVPP): both anchors of pair i, a_i and b_i, count with
+            weight w_i, ``loss = mean_i w_pair(i) * loss_i`` (the weights are not renormalised, so pairs of
+            weight 1 give the unweighted loss).
 
     Returns:
         The loss: a 0-dim tensor for (N, D) inputs, shape (T,) for (T, N, D) inputs. Its dtype is
@@ -74,6 +77,8 @@ def info_nce(a: Tensor, b: Tensor, temperature: float = 0.5) -> Tensor:
         raise ValueError(f"info_nce: needs N >= 2 pairs (negatives come from other pairs), got N = {n}")
     if not temperature > 0:
         raise ValueError(f"info_nce: temperature must be > 0, got {temperature}")
+    if weights is not None and weights.shape != (n,):
+        raise ValueError(f"info_nce: weights must have shape ({n},), one per pair, got {tuple(weights.shape)}")
 
     with _autocast_off(a.device.type):
         z = torch.cat([a, b], dim=-2).to(_compute_dtype(a.dtype))  # (..., 2N, D), upcast before the norm
@@ -85,4 +90,7 @@ def info_nce(a: Tensor, b: Tensor, temperature: float = 0.5) -> Tensor:
         positives = torch.cat(
             [logits.diagonal(offset=n, dim1=-2, dim2=-1), logits.diagonal(offset=-n, dim1=-2, dim2=-1)], dim=-1
         )  # (..., 2N): sim(a_i, b_i) / t for the anchors a_i, then sim(b_i, a_i) / t for the anchors b_i
-        return (torch.logsumexp(logits, dim=-1) - positives).mean(dim=-1)
+        per_anchor = torch.logsumexp(logits, dim=-1) - positives  # (..., 2N)
+        if weights is not None:
+            per_anchor = per_anchor * torch.cat([weights, weights]).to(per_anchor.dtype)
+        return per_anchor.mean(dim=-1)

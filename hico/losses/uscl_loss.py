@@ -55,14 +55,19 @@ class USCLLoss(nn.Module):
         return f"lam={self.lam}, temperature={self.temperature}"
 
     def forward(
-        self, out1: Mapping[str, Tensor], out2: Mapping[str, Tensor], labels: Tensor | None = None
+        self,
+        out1: Mapping[str, Tensor],
+        out2: Mapping[str, Tensor],
+        labels: Tensor | None = None,
+        weights: Tensor | None = None,
     ) -> dict[str, Tensor]:
-        """Compute the loss; see the class docstring for shapes."""
+        """Compute the loss; see the class docstring for shapes. ``weights``: optional (N,) pair weights of the
+        NT-Xent term (see :func:`~hico.losses.info_nce`)."""
         for view, out in enumerate((out1, out2), start=1):
             for key in ("global", "logits"):
                 if key not in out:
                     raise KeyError(f"USCLLoss: out{view} has no {key!r}")
-        contrastive = info_nce(out1["global"], out2["global"], self.temperature)
+        contrastive = info_nce(out1["global"], out2["global"], self.temperature, weights)
         logits1, logits2 = out1["logits"], out2["logits"]
         if labels is None:
             labels = logits1.new_full(logits1.shape[:1], -1, dtype=torch.long)

@@ -33,7 +33,7 @@ from hico.config import MethodConfig, method_from_dict
 from hico.data import VideoDataset, scan
 from hico.data.augment import BatchAugment
 from hico.data.cache import default_cache_dir
-from hico.data.pairs import PairDataset, make_sampler, make_views
+from hico.data.pairs import PairDataset, make_views
 from hico.data.splits import holdout_split, semi_labels
 from hico.engine import forward_views
 from hico.models import HiCoNet
@@ -112,7 +112,7 @@ class Trainer:
         labels = semi_labels(self.videos.labels[self.train_idx], cfg.data.label_rate, seed=t.seed)
         if not self._uses_labels():
             labels[:] = -1
-        self.pair_sampler = make_sampler(cfg.data.pairs)
+        self.pair_sampler = cfg.data.sampler()
         self.pairs = PairDataset(
             train_videos, self.pair_sampler, labels, seed=t.seed, samples_per_video=t.pairs_per_video
         )
@@ -342,13 +342,14 @@ class Trainer:
             v1, v2 = make_views(batch, self.pair_sampler, self.augment, gen)
         if self.channels_last:
             v1, v2 = v1.contiguous(memory_format=torch.channels_last), v2.contiguous(memory_format=torch.channels_last)
-        labels = batch["label"]
+        labels, weights = batch["label"], self._loss_weights(batch)
         with torch.autocast(self.device.type, dtype=self.autocast or torch.bfloat16, enabled=self.autocast is not None):
             out1, out2 = forward_views(self.train_model, v1, v2)
             if self.world > 1:
                 out1, out2 = dist.gather_outputs(out1), dist.gather_outputs(out2)
                 labels = dist.all_gather_nograd(labels)
-            terms = self.loss_fn(out1, out2, labels)
+                weights = None if weights is None else dist.all_gather_nograd(weights)
+            terms = self.loss_fn(out1, out2, labels, **({} if weights is None else {"weights": weights}))
         values = torch.stack([v.detach().float() for v in terms.values()]).cpu()  # one sync per step
         if not torch.isfinite(values).all():
             bad = [k for k, v in zip(terms, values.tolist(), strict=True) if not math.isfinite(v)]
@@ -429,12 +430,17 @@ class Trainer:
                 self.device.type, dtype=self.autocast or torch.bfloat16, enabled=self.autocast is not None
             ):
                 out1, out2 = forward_views(model, v1, v2)
-                terms = self.loss_fn(out1, out2, None)
+                weights = self._loss_weights(batch)
+                terms = self.loss_fn(out1, out2, None, **({} if weights is None else {"weights": weights}))
             total += float(terms.get("con", terms["total"]))
             n += 1
         return total / max(n, 1)
 
     # ------------------------------------------------------------------------------------------- helpers
+    def _loss_weights(self, batch: dict) -> torch.Tensor | None:
+        """The pairs' loss weights (IVPP), or None when the sampler's weight is not a loss weight."""
+        return batch["weight"] if getattr(self.pair_sampler, "loss_weights", False) else None
+
     def _status(self, state: str, **fields) -> None:
         if self.main:
             self.run.set_status(
