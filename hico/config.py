@@ -28,7 +28,7 @@ from hico.data.augment import AugmentConfig
 from hico.models.config import ModelConfig
 from hico.train.config import TrainConfig
 
-LOSS_KINDS = ("hico", "uscl")
+LOSS_KINDS = ("hico", "uscl", "moco")
 PAIR_SAMPLERS = ("hico", "uscl", "ivpp")
 
 
@@ -40,7 +40,8 @@ class ConfigError(ValueError):
 class LossConfig:
     """The training objective. ``kind="hico"``: :class:`~hico.losses.HiCoLoss` with every argument below;
     ``kind="uscl"``: :class:`~hico.losses.USCLLoss` (NT-Xent + ``lam`` * (CE1 + CE2); alpha, beta, terms,
-    cross_pairing and smoothing unused)."""
+    cross_pairing and smoothing unused); ``kind="moco"``: :class:`~hico.losses.MoCoLoss` (a momentum key encoder
+    and a queue of ``queue_size`` negatives; temperature and momentum used, the rest unused)."""
 
     kind: str = "hico"
     lam: float = 0.5
@@ -50,6 +51,8 @@ class LossConfig:
     terms: tuple[str, ...] = ("local", "medium", "global", "global_local", "global_medium", "soft_ce")
     cross_pairing: str = "cross_view"
     smoothing: str = "normalized"
+    queue_size: int = 4096
+    momentum: float = 0.999
 
     def __post_init__(self) -> None:
         if self.kind not in LOSS_KINDS:
@@ -57,10 +60,12 @@ class LossConfig:
         self.terms = (self.terms,) if isinstance(self.terms, str) else tuple(self.terms)
         self.build()  # the loss validates its own arguments: fail at load time, not mid-run
 
-    def build(self):
-        """The loss module this configuration describes."""
-        from hico.losses import HiCoLoss, USCLLoss
+    def build(self, dim: int = 128):
+        """The loss module this configuration describes (``dim``: the embedding size, for the MoCo queue)."""
+        from hico.losses import HiCoLoss, MoCoLoss, USCLLoss
 
+        if self.kind == "moco":
+            return MoCoLoss(dim, queue_size=self.queue_size, temperature=self.temperature, momentum=self.momentum)
         if self.kind == "uscl":
             return USCLLoss(lam=self.lam, temperature=self.temperature)
         return HiCoLoss(
@@ -240,7 +245,7 @@ def _check_consistency(cfg: MethodConfig, source: str) -> None:
         needs_fpn = [t for t in loss.terms if t not in ("global", "soft_ce")]
         if needs_fpn:
             raise ConfigError(f"{source}: loss.terms {needs_fpn} need the local/medium levels: set model.fpn: true")
-    wants_labels = loss.kind == "uscl" or "soft_ce" in loss.terms
+    wants_labels = loss.kind == "uscl" or (loss.kind == "hico" and "soft_ce" in loss.terms)
     if wants_labels and m.num_classes == 0:
         raise ConfigError(f"{source}: the loss uses labels but model.num_classes is 0: set it to the number of classes")
 

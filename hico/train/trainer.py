@@ -17,6 +17,7 @@ k-NN features of epoch 0, of powers of two and of the last epoch stay in ``featu
 
 from __future__ import annotations
 
+import copy
 import math
 import signal
 import sys
@@ -36,6 +37,7 @@ from hico.data.cache import default_cache_dir
 from hico.data.pairs import PairDataset, make_views
 from hico.data.splits import holdout_split, semi_labels
 from hico.engine import forward_views
+from hico.losses import MoCoLoss, momentum_update
 from hico.models import HiCoNet
 from hico.models.checkpoint import unwrap
 from hico.train.rundir import RunDir, load_checkpoint, save_checkpoint
@@ -133,7 +135,10 @@ class Trainer:
         if self.channels_last:
             model = model.to(memory_format=torch.channels_last)
         self.model = model
-        self.loss_fn = cfg.loss.build().to(device)
+        self.loss_fn = cfg.loss.build(dim=cfg.model.head_dim).to(device)
+        self.key_model: nn.Module | None = None  # MoCo: the momentum encoder of the keys (never trained directly)
+        if isinstance(self.loss_fn, MoCoLoss):
+            self.key_model = copy.deepcopy(model).requires_grad_(False)
         self.optimizer = torch.optim.Adam(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
         self.steps_per_epoch = self.batches.steps_per_epoch
         total = t.epochs * self.steps_per_epoch
@@ -175,7 +180,9 @@ class Trainer:
 
     def _uses_labels(self) -> bool:
         loss = self.cfg.loss
-        return self.cfg.data.label_rate > 0 and (loss.kind == "uscl" or "soft_ce" in loss.terms)
+        return self.cfg.data.label_rate > 0 and (
+            loss.kind == "uscl" or (loss.kind == "hico" and "soft_ce" in loss.terms)
+        )
 
     def _check_labels(self) -> None:
         if not self._uses_labels():
@@ -201,6 +208,8 @@ class Trainer:
             "best": self.best,
             "epoch_sums": dict(self.sums),
             "config": self.cfg.to_dict(),
+            "loss": self.loss_fn.state_dict(),  # MoCo's queue; empty for the other losses
+            **({"key_model": self.key_model.state_dict()} if self.key_model is not None else {}),
         }
 
     def save(self, best: bool = False) -> None:
@@ -218,6 +227,9 @@ class Trainer:
         unwrap(self.model).load_state_dict(ckpt["model"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.scheduler.load_state_dict(ckpt["scheduler"])
+        self.loss_fn.load_state_dict(ckpt.get("loss", {}))
+        if self.key_model is not None:
+            self.key_model.load_state_dict(ckpt["key_model"])
         self.epoch, self.step_in_epoch = int(ckpt["epoch"]), int(ckpt["step_in_epoch"])
         self.global_step, self.best = int(ckpt["global_step"]), float(ckpt["best"])
         self.sums = defaultdict(float, ckpt.get("epoch_sums", {}))
@@ -344,12 +356,19 @@ class Trainer:
             v1, v2 = v1.contiguous(memory_format=torch.channels_last), v2.contiguous(memory_format=torch.channels_last)
         labels, weights = batch["label"], self._loss_weights(batch)
         with torch.autocast(self.device.type, dtype=self.autocast or torch.bfloat16, enabled=self.autocast is not None):
-            out1, out2 = forward_views(self.train_model, v1, v2)
-            if self.world > 1:
-                out1, out2 = dist.gather_outputs(out1), dist.gather_outputs(out2)
-                labels = dist.all_gather_nograd(labels)
-                weights = None if weights is None else dist.all_gather_nograd(weights)
-            terms = self.loss_fn(out1, out2, labels, **({} if weights is None else {"weights": weights}))
+            if self.key_model is not None:  # MoCo: queries from the trained encoder, keys from the momentum one
+                out1 = self.train_model(v1)
+                with torch.no_grad():
+                    momentum_update(self.key_model, unwrap(self.model), self.loss_fn.momentum)
+                    out2 = self.key_model(v2)
+                terms = self.loss_fn(out1, out2, labels, weights)
+            else:
+                out1, out2 = forward_views(self.train_model, v1, v2)
+                if self.world > 1:
+                    out1, out2 = dist.gather_outputs(out1), dist.gather_outputs(out2)
+                    labels = dist.all_gather_nograd(labels)
+                    weights = None if weights is None else dist.all_gather_nograd(weights)
+                terms = self.loss_fn(out1, out2, labels, weights)
         values = torch.stack([v.detach().float() for v in terms.values()]).cpu()  # one sync per step
         if not torch.isfinite(values).all():
             bad = [k for k, v in zip(terms, values.tolist(), strict=True) if not math.isfinite(v)]
@@ -362,6 +381,9 @@ class Trainer:
         terms["total"].backward()
         self.optimizer.step()
         self.scheduler.step()
+        if self.key_model is not None:  # the batch's keys (of every rank) replace the oldest queued ones
+            keys = out2[self.loss_fn.key]
+            self.loss_fn.enqueue(dist.all_gather_nograd(keys) if self.world > 1 else keys)
         return dict(zip(terms, values.tolist(), strict=True))
 
     def end_epoch(self) -> None:
@@ -430,8 +452,7 @@ class Trainer:
                 self.device.type, dtype=self.autocast or torch.bfloat16, enabled=self.autocast is not None
             ):
                 out1, out2 = forward_views(model, v1, v2)
-                weights = self._loss_weights(batch)
-                terms = self.loss_fn(out1, out2, None, **({} if weights is None else {"weights": weights}))
+                terms = self.loss_fn(out1, out2, None, self._loss_weights(batch))
             total += float(terms.get("con", terms["total"]))
             n += 1
         return total / max(n, 1)

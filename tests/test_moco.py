@@ -1,0 +1,121 @@
+"""MoCo v2: the queue loss against its equation, the FIFO queue, the momentum update, and a tiny run."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from hico.config import load_method
+from hico.data.synth import write_dataset
+from hico.losses import MoCoLoss, momentum_update
+from hico.train.rundir import load_checkpoint
+from hico.train.trainer import pretrain
+
+
+def unit(v):
+    n = math.sqrt(sum(x * x for x in v))
+    return [x / n for x in v]
+
+
+def dot(u, v) -> float:
+    return sum(x * y for x, y in zip(u, v, strict=True))
+
+
+def ref_moco(q, k, queue, t, extra=None) -> float:
+    """-log(exp(q.k/t) / (exp(q.k/t) + sum_extra exp(q.e/t) + sum_queue exp(q.Q/t))), averaged; plain Python."""
+    total = 0.0
+    for i in range(len(q)):
+        qi, ki = unit(q[i]), unit(k[i])
+        pos = math.exp(dot(qi, ki) / t)
+        negs = [unit(e) for e in (extra[i] if extra is not None else [])] + [unit(r) for r in queue]
+        total += -math.log(pos / (pos + sum(math.exp(dot(qi, n) / t) for n in negs)))
+    return total / len(q)
+
+
+def loss_with_queue(queue: torch.Tensor, t: float) -> MoCoLoss:
+    loss = MoCoLoss(dim=queue.shape[1], queue_size=len(queue), temperature=t)
+    loss.queue.copy_(nn.functional.normalize(queue, dim=1))
+    return loss
+
+
+def test_moco_loss_matches_its_equation():
+    q = [[1.0, 0.0, 0.5], [0.2, 1.0, -0.3]]
+    k = [[0.9, 0.1, 0.4], [-0.5, 1.0, 0.0]]
+    queue = [[0.0, 0.0, 1.0], [1.0, 1.0, 0.0], [-1.0, 0.2, 0.1], [0.3, -0.7, 0.2]]
+    fn = loss_with_queue(torch.tensor(queue, dtype=torch.float64), t=0.2)
+    got = fn({"global": torch.tensor(q)}, {"global": torch.tensor(k)})
+    assert got["total"].item() == pytest.approx(ref_moco(q, k, queue, 0.2), rel=1e-5)
+    extra = [[[0.5, 0.5, 0.5], [1.0, -1.0, 0.0]], [[0.0, 1.0, 1.0], [0.3, 0.3, -1.0]]]
+    got = fn({"global": torch.tensor(q)}, {"global": torch.tensor(k)}, negatives=torch.tensor(extra))
+    assert got["total"].item() == pytest.approx(ref_moco(q, k, queue, 0.2, extra), rel=1e-5)
+
+
+def test_moco_loss_gradient_flows_to_queries_only():
+    q = torch.randn(4, 8, requires_grad=True)
+    k = torch.randn(4, 8, requires_grad=True)
+    MoCoLoss(dim=8, queue_size=16)({"global": q}, {"global": k})["total"].backward()
+    assert q.grad is not None and q.grad.abs().sum() > 0
+    assert k.grad is None  # keys come from the momentum encoder: no gradient
+
+
+def test_queue_is_first_in_first_out():
+    fn = MoCoLoss(dim=2, queue_size=5)
+    keys = [torch.tensor([[math.cos(a), math.sin(a)]]) for a in (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8)]
+    fn.enqueue(torch.cat(keys[:3]))
+    assert fn.ptr.item() == 3 and fn.filled.item() == 3
+    assert torch.allclose(fn.queue[:3], torch.cat(keys[:3]))
+    fn.enqueue(torch.cat(keys[3:6]))  # wraps: rows 3, 4, then 0 (the oldest) is overwritten
+    assert fn.ptr.item() == 1 and fn.filled.item() == 5
+    assert torch.allclose(fn.queue, torch.cat([keys[5], keys[1], keys[2], keys[3], keys[4]]))
+    fn.enqueue(torch.cat(keys) * 3.0)  # more keys than slots: the last 5, normalised
+    assert torch.allclose(fn.queue.norm(dim=1), torch.ones(5))
+    assert {round(float(torch.atan2(r[1], r[0])), 4) for r in fn.queue} == {0.4, 0.5, 0.6, 0.7, 0.8}
+
+
+def test_momentum_update_by_hand():
+    q, k = nn.Linear(2, 1), nn.Linear(2, 1)
+    with torch.no_grad():
+        q.weight.copy_(torch.tensor([[1.0, 2.0]]))
+        q.bias.fill_(10.0)
+        k.weight.copy_(torch.tensor([[3.0, -1.0]]))
+        k.bias.fill_(0.0)
+    momentum_update(k, q, 0.9)
+    assert torch.allclose(k.weight, torch.tensor([[0.9 * 3 + 0.1 * 1, 0.9 * -1 + 0.1 * 2]]))
+    assert k.bias.item() == pytest.approx(1.0)
+    assert torch.equal(q.weight, torch.tensor([[1.0, 2.0]]))  # the query encoder is untouched
+
+
+def test_bad_moco_settings_are_named():
+    with pytest.raises(ValueError, match="queue_size"):
+        MoCoLoss(queue_size=0)
+    with pytest.raises(ValueError, match="momentum"):
+        MoCoLoss(momentum=1.0)
+
+
+def test_mocov2_trains_never_sees_its_positive_in_the_queue_and_saves_its_state(tmp_path, monkeypatch):
+    monkeypatch.setenv("HICO_CACHE", str(tmp_path / "cache"))
+    data = write_dataset(tmp_path / "set", videos_per_class=4, n_frames=4, size=48, seed=1, progress=False)
+    overrides = ["augment.size=32", "data.working_size=48", "train.epochs=2", "train.batch_size=4",
+                 "train.pairs_per_video=1", "train.holdout=0", "train.knn_every=0", "loss.queue_size=8",
+                 f"data.path={data}"]  # fmt: skip
+    seen = []
+    forward = MoCoLoss.forward
+
+    def spy(self, out_q, out_k, labels=None, weights=None, negatives=None):
+        seen.append((self.queue.clone(), out_k["global"].detach().clone(), int(self.ptr)))
+        return forward(self, out_q, out_k, labels, weights, negatives)
+
+    monkeypatch.setattr(MoCoLoss, "forward", spy)
+    run = pretrain(load_method("mocov2", overrides), out=tmp_path / "run", progress=False)
+    assert len(seen) == 6  # 12 training videos / 4 per batch x 2 epochs
+    for (queue, keys, _), (next_queue, _, ptr) in zip(seen, seen[1:], strict=False):
+        unit_keys = nn.functional.normalize(keys, dim=1)
+        assert not torch.isclose(unit_keys @ queue.T, torch.ones(())).any()  # the positive is never a negative
+        assert torch.allclose(next_queue[(ptr - 4 + torch.arange(4)) % 8], unit_keys, atol=1e-6)  # then enqueued
+    ckpt = load_checkpoint(run.last)
+    assert set(ckpt["loss"]) == {"queue", "ptr", "filled"} and int(ckpt["loss"]["filled"]) == 8
+    assert ckpt["key_model"].keys() == ckpt["model"].keys()
+    assert any(not torch.equal(ckpt["key_model"][n], ckpt["model"][n]) for n in ckpt["model"])  # lags behind
