@@ -2,6 +2,7 @@
 
     python bench/transfer_pocus.py                       # the defaults: about 40 minutes on a 2-core CPU
     python bench/transfer_pocus.py --epochs 2 --ft-epochs 1 --folds 2 --out runs/transfer-smoke   # a smoke run
+    python bench/transfer_pocus.py --methods hico simclr uscl ivpp mocov2 ucl   # every method (hours on a CPU)
 
 The same budget for both pretrained methods: the same data (COVID-BLUES, every video but a 20 % patient-grouped
 holdout), the same number of optimizer steps of the same batch at the same image size, from the same random
@@ -123,7 +124,12 @@ def main() -> None:
     p.add_argument("--pretrain-data", type=Path, default=SHARED / "covid_blues")
     p.add_argument("--finetune-data", type=Path, default=SHARED / "pocus")
     p.add_argument("--classes", nargs="+", default=["covid", "pneumonia", "regular"])
-    p.add_argument("--methods", nargs="+", default=["hico", "simclr"], help="pretraining methods (+ random init)")
+    p.add_argument(
+        "--methods",
+        nargs="+",
+        default=["hico", "simclr"],
+        help="pretraining methods (+ random init): any configuration, e.g. hico simclr uscl ivpp mocov2 ucl",
+    )
     p.add_argument("--size", type=int, default=96, help="image size of pretraining and fine-tuning (default 96)")
     p.add_argument("--working-size", type=int, default=128, help="cached frame size (default 128)")
     p.add_argument("--epochs", type=int, default=20, help="pretraining epochs (default 20)")

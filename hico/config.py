@@ -29,7 +29,7 @@ from hico.models.config import ModelConfig
 from hico.train.config import TrainConfig
 
 LOSS_KINDS = ("hico", "uscl", "moco")
-PAIR_SAMPLERS = ("hico", "uscl", "ivpp")
+PAIR_SAMPLERS = ("hico", "uscl", "ivpp", "ucl")
 
 
 class ConfigError(ValueError):
@@ -53,6 +53,8 @@ class LossConfig:
     smoothing: str = "normalized"
     queue_size: int = 4096
     momentum: float = 0.999
+    support_size: int = 0  # moco: UCL's cross-video hard negative mixed from this many nearest queued keys
+    soft_nn_temperature: float = 0.07
 
     def __post_init__(self) -> None:
         if self.kind not in LOSS_KINDS:
@@ -65,7 +67,14 @@ class LossConfig:
         from hico.losses import HiCoLoss, MoCoLoss, USCLLoss
 
         if self.kind == "moco":
-            return MoCoLoss(dim, queue_size=self.queue_size, temperature=self.temperature, momentum=self.momentum)
+            return MoCoLoss(
+                dim,
+                queue_size=self.queue_size,
+                temperature=self.temperature,
+                momentum=self.momentum,
+                support_size=self.support_size,
+                soft_nn_temperature=self.soft_nn_temperature,
+            )
         if self.kind == "uscl":
             return USCLLoss(lam=self.lam, temperature=self.temperature)
         return HiCoLoss(
@@ -90,6 +99,11 @@ class DataConfig:
     label_rate: float = 0.0
     pair_seconds: float = 1.0  # ivpp: the two frames of a pair are at most this far apart ...
     fps: float = 30.0  # ... counted in frames at this rate (frame folders carry no frame rate)
+    negatives: int = 3  # ucl: intra-video hard negatives per anchor ...
+    positive_window: int = 3  # ... the positive at most this many frames from the anchor ...
+    negative_window: tuple[float, float] = (0.2, 0.4)  # ... the negatives this far, as fractions of the video ...
+    shrink_epoch: int = 30  # ... a window that shrinks from this epoch on ...
+    shrink_epochs: int = 30  # ... to nothing (but never into the positive window) over this many epochs
 
     def __post_init__(self) -> None:
         if self.pairs not in PAIR_SAMPLERS:
@@ -98,6 +112,9 @@ class DataConfig:
             raise ValueError(f"data.label_rate must be in [0, 1], got {self.label_rate}")
         if not (self.pair_seconds > 0 and self.fps > 0):
             raise ValueError(f"data.pair_seconds and data.fps must be > 0, got {self.pair_seconds} and {self.fps}")
+        self.negative_window = tuple(self.negative_window)
+        if self.pairs == "ucl":
+            self.sampler()  # the sampler validates its own settings: fail at load time
 
     def sampler(self):
         """The pair sampler this configuration names (ivpp: D = max(1, round(pair_seconds * fps)) frames)."""
@@ -105,6 +122,15 @@ class DataConfig:
 
         if self.pairs == "ivpp":
             return make_sampler("ivpp", max_distance=max(1, round(self.pair_seconds * self.fps)))
+        if self.pairs == "ucl":
+            return make_sampler(
+                "ucl",
+                negatives=self.negatives,
+                positive_window=self.positive_window,
+                window=tuple(self.negative_window),
+                shrink_epoch=self.shrink_epoch,
+                shrink_epochs=self.shrink_epochs,
+            )
         return make_sampler(self.pairs)
 
 
@@ -245,6 +271,8 @@ def _check_consistency(cfg: MethodConfig, source: str) -> None:
         needs_fpn = [t for t in loss.terms if t not in ("global", "soft_ce")]
         if needs_fpn:
             raise ConfigError(f"{source}: loss.terms {needs_fpn} need the local/medium levels: set model.fpn: true")
+    if cfg.data.pairs == "ucl" and loss.kind != "moco":
+        raise ConfigError(f"{source}: data.pairs: ucl gives hard negatives that only loss.kind: moco uses")
     wants_labels = loss.kind == "uscl" or (loss.kind == "hico" and "soft_ce" in loss.terms)
     if wants_labels and m.num_classes == 0:
         raise ConfigError(f"{source}: the loss uses labels but model.num_classes is 0: set it to the number of classes")

@@ -11,7 +11,7 @@ from torch import nn
 from hico.config import load_method
 from hico.data.synth import write_dataset
 from hico.losses import MoCoLoss, momentum_update
-from hico.train.rundir import load_checkpoint
+from hico.train.rundir import load_checkpoint, read_metrics
 from hico.train.trainer import pretrain
 
 
@@ -119,3 +119,40 @@ def test_mocov2_trains_never_sees_its_positive_in_the_queue_and_saves_its_state(
     assert set(ckpt["loss"]) == {"queue", "ptr", "filled"} and int(ckpt["loss"]["filled"]) == 8
     assert ckpt["key_model"].keys() == ckpt["model"].keys()
     assert any(not torch.equal(ckpt["key_model"][n], ckpt["model"][n]) for n in ckpt["model"])  # lags behind
+
+
+def test_ucl_cross_video_negative_mixes_the_nearest_queued_keys():
+    q = [[1.0, 0.2, 0.0]]
+    k = [[0.8, 0.0, 0.6]]
+    queue = [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.7, 0.7, 0.0], [-1.0, 0.0, 0.0], [0.0, 0.0, 1.0]]
+    t, ts = 0.07, 0.5
+    fn = loss_with_queue(torch.tensor(queue), t)
+    fn.support_size, fn.soft_nn_temperature = 2, ts
+    # by hand: the two queued keys nearest to q are Q0 and Q2; weights softmax(q.Q / ts); their sum, normalised
+    qu = unit(q[0])
+    near = [unit(queue[0]), unit(queue[2])]
+    e = [math.exp(dot(qu, n) / ts) for n in near]
+    mixed = [(e[0] * near[0][j] + e[1] * near[1][j]) / sum(e) for j in range(3)]
+    assert torch.allclose(fn.cross_video_negative(torch.tensor([qu])), torch.tensor([unit(mixed)]), atol=1e-6)
+    got = fn({"global": torch.tensor(q)}, {"global": torch.tensor(k)})["total"].item()
+    assert got == pytest.approx(ref_moco(q, k, queue, t, extra=[[mixed]]), rel=1e-5)
+
+
+def test_ucl_trains_with_its_hard_negatives(tmp_path, monkeypatch):
+    monkeypatch.setenv("HICO_CACHE", str(tmp_path / "cache"))
+    data = write_dataset(tmp_path / "set", videos_per_class=4, n_frames=12, size=48, seed=1, progress=False)
+    overrides = ["augment.size=32", "data.working_size=48", "train.epochs=2", "train.batch_size=4",
+                 "train.pairs_per_video=1", "train.holdout=0", "train.knn_every=0", "loss.queue_size=16",
+                 f"data.path={data}"]  # fmt: skip
+    seen = []
+    forward = MoCoLoss.forward
+
+    def spy(self, out_q, out_k, labels=None, weights=None, negatives=None):
+        seen.append(None if negatives is None else tuple(negatives.shape))
+        return forward(self, out_q, out_k, labels, weights, negatives)
+
+    monkeypatch.setattr(MoCoLoss, "forward", spy)
+    run = pretrain(load_method("ucl", overrides), out=tmp_path / "run", progress=False)
+    assert seen == [(4, 3, 128)] * 6  # 3 intra-video negatives per anchor, 128-d keys of the momentum encoder
+    epochs = [r for r in read_metrics(run.root) if r["kind"] == "epoch" and r["epoch"] > 0]
+    assert len(epochs) == 2 and all(math.isfinite(r["train_total"]) for r in epochs)

@@ -10,7 +10,15 @@ import torch
 from conftest import write_image
 
 from hico.data import scan
-from hico.data.pairs import HiCoPairs, IVPPPairs, PairDataset, USCLPairs, intra_video_negatives, make_sampler
+from hico.data.pairs import (
+    HiCoPairs,
+    IVPPPairs,
+    PairDataset,
+    UCLFrames,
+    USCLPairs,
+    intra_video_negatives,
+    make_sampler,
+)
 
 
 @pytest.fixture
@@ -113,8 +121,8 @@ def test_intra_video_negatives_lie_in_the_window():
 
 
 def test_unknown_sampler_is_named():
-    with pytest.raises(ValueError, match="unknown pair sampler 'ucl'"):
-        make_sampler("ucl")
+    with pytest.raises(ValueError, match="unknown pair sampler 'simsiam'"):
+        make_sampler("simsiam")
 
 
 @pytest.mark.parametrize("d_max", [1, 3, 30])
@@ -146,3 +154,37 @@ def test_ivpp_dataset_items_carry_the_loss_weight(videos):
         f0, f1 = decode(item["frames"])
         assert f0 // 10 == f1 // 10 and 1 <= abs(f0 - f1) <= 2  # same video, 1 or 2 frames apart
         assert float(item["weight"]) == pytest.approx((2 - abs(f0 - f1) + 1) / 3)
+
+
+def test_ucl_positive_within_3_frames_and_negatives_in_the_window_outside_it():
+    sampler, n = UCLFrames(), 100
+    for i in range(500):
+        idx, w = sampler.sample(n, np.random.default_rng([1, i]))
+        anchor, positive, negs = int(idx[0]), int(idx[1]), idx[2:]
+        assert len(idx) == sampler.frames_per_sample == 5 and w == 1.0
+        assert 1 <= abs(positive - anchor) <= 3
+        d = np.abs(negs - anchor)
+        assert len(negs) == 3 and np.all((d >= 20) & (d <= 40))  # 0.2 N .. 0.4 N
+
+
+def test_ucl_window_shrinks_after_the_configured_epoch_but_never_into_the_positives():
+    sampler = UCLFrames(shrink_epoch=30, shrink_epochs=30)
+    assert sampler.at_epoch(0).current_window() == (0.2, 0.4)
+    assert sampler.at_epoch(29).current_window() == (0.2, 0.4)
+    lo, hi = sampler.at_epoch(45).current_window()  # halfway: 1/2 (1 + cos(pi / 2)) = 1/2
+    assert (lo, hi) == pytest.approx((0.1, 0.2))
+    assert sampler.at_epoch(60).current_window() == pytest.approx((0.0, 0.0))
+    late = sampler.at_epoch(80)
+    for i in range(200):  # a collapsed window: the nearest frames that are not positives, 4 frames away
+        idx, _ = late.sample(100, np.random.default_rng([2, i]))
+        assert np.all(np.abs(idx[2:] - idx[0]) == 4)
+    assert late.sample(100, np.random.default_rng(0))[0].shape == (5,)
+
+
+def test_pair_dataset_gives_the_sampler_its_epoch(videos):
+    ds = PairDataset(videos.subset([0, 1, 2, 3]), UCLFrames(negatives=2, positive_window=1), seed=0)
+    ds.set_epoch(45)
+    assert ds.sampler.current_window() == pytest.approx((0.1, 0.2))
+    item = ds[0]
+    f = decode(item["frames"])
+    assert len(f) == 4 and abs(f[1] - f[0]) == 1 and all(abs(x - f[0]) >= 2 for x in f[2:])

@@ -59,3 +59,22 @@ def test_finetune_probe_and_embed_the_demo_backbone(demo_run, tmp_path, monkeypa
         assert z["level_global"].shape[0] == 72 and len(z["thumb"]) == 72
     assert (tmp_path / "emb_thumbs" / "000071.png").is_file()
     capsys.readouterr()
+
+
+@pytest.mark.parametrize("method", ["simclr", "uscl", "ivpp", "mocov2", "ucl"])
+def test_demo_preset_runs_for_every_method(method, tmp_path, monkeypatch):
+    """Every method trains through the same preset on data_samples/ (1 short epoch here; the full preset for
+    hico above)."""
+    monkeypatch.setenv("HICO_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "run"
+    extra = ["--set", "train.epochs=1", "--set", "train.pairs_per_video=2"]
+    if method == "uscl":
+        extra += ["--set", "model.num_classes=3", "--set", "data.label_rate=0.5"]  # data_samples has 3 classes
+    if method in ("mocov2", "ucl"):
+        extra += ["--set", "loss.queue_size=256"]  # a queue smaller than the data set's frames per epoch x 2
+    argv = ["pretrain", "--preset", "demo", "--config", method, "--out", str(out), "--no-progress", *extra]
+    assert main(argv) == 0
+    epochs = [r for r in read_metrics(out) if r["kind"] == "epoch"]
+    assert [r["epoch"] for r in epochs] == [0, 1]
+    assert all(np.isfinite(r["train_total"]) for r in epochs[1:])
+    assert (out / "backbone.pt").is_file() and 0 <= epochs[-1]["knn_global"] <= 1

@@ -6,6 +6,8 @@ the frames are augmented on the training device, how they combine into the two v
 - :class:`HiCoPairs`: two random frames of one video (HiCo, Algorithm 1);
 - :class:`IVPPPairs`: IVPP's intra-video positive pairs: two frames at most D apart, the pair weighted in the loss
   by (D - |d| + 1) / (D + 1);
+- :class:`UCLFrames`: UCL's anchor, positive within +-3 frames and intra-video hard negatives (a third output
+  of :func:`make_views`);
 - :class:`USCLPairs`: USCL's sample-pair generation: three distinct frames f1, f2, f3 and one w ~ Beta(a, a),
   view1 = w*f1 + (1-w)*f2 and view2 = w*f3 + (1-w)*f2, mixed after augmentation and normalisation with the
   same augmented f2 in both views, as in the authors' code.
@@ -17,8 +19,9 @@ number of workers, and reproducible on resume.
 
 from __future__ import annotations
 
+import math
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -100,27 +103,92 @@ class IVPPPairs:
 
 
 def intra_video_negatives(
-    n_frames: int, anchor: int, k: int, rng: np.random.Generator, window: tuple[float, float] = (0.2, 0.4)
+    n_frames: int,
+    anchor: int,
+    k: int,
+    rng: np.random.Generator,
+    window: tuple[float, float] = (0.2, 0.4),
+    min_distance: int = 1,
 ) -> np.ndarray:
     """UCL's intra-video hard negatives: ``k`` frames whose distance to ``anchor`` is in window * T.
 
-    Frames on either side of the anchor qualify; when none does (short videos), the farthest frames are used.
-    Returns (k,) int64 indices.
+    Frames on either side of the anchor qualify if they are also at least ``min_distance`` away (UCL: farther
+    than the positive window); when none does (short videos, a collapsed window), the nearest frames at least
+    ``min_distance`` away are used, and in a video too short even for that, the farthest frames. Drawn with
+    replacement only when fewer than ``k`` frames qualify. Returns (k,) int64 indices.
     """
     lo, hi = window
     d = np.abs(np.arange(n_frames) - anchor)
-    ok = np.flatnonzero((d >= lo * n_frames) & (d <= hi * n_frames) & (d > 0))
+    far = d >= max(1, min_distance)
+    ok = np.flatnonzero((d >= lo * n_frames) & (d <= hi * n_frames) & far)
     if len(ok) == 0:
-        ok = np.flatnonzero(d == d.max())
+        ok = np.flatnonzero(far & (d == d[far].min())) if far.any() else np.flatnonzero(d == d.max())
     return rng.choice(ok, size=k, replace=len(ok) < k).astype(np.int64)
 
 
-SAMPLERS = {"hico": HiCoPairs, "uscl": USCLPairs, "ivpp": IVPPPairs}
-Sampler = HiCoPairs | USCLPairs | IVPPPairs
+@dataclass(frozen=True)
+class UCLFrames:
+    """UCL (Basu et al. 2022): an anchor frame, a positive at most ``positive_window`` frames away, and
+    ``negatives`` intra-video hard negatives at window * T frames from the anchor (T the video's length).
+
+    From epoch ``shrink_epoch`` on, both window bounds shrink by 1/2 (1 + cos(pi * min(1, (e - shrink_epoch) /
+    shrink_epochs))), so the negatives come ever closer to the anchor (harder), but never inside the positive
+    window. Call :meth:`at_epoch` for the sampler of epoch e (``PairDataset.set_epoch`` does).
+    """
+
+    negatives: int = 3
+    positive_window: int = 3
+    window: tuple[float, float] = (0.2, 0.4)
+    shrink_epoch: int = 30
+    shrink_epochs: int = 30
+    epoch: int = 0
+    name: str = "ucl"
+    loss_weights: bool = False
+
+    def __post_init__(self) -> None:
+        lo, hi = self.window
+        if not (0 <= lo <= hi <= 1):
+            raise ValueError(f"UCLFrames: window must be 0 <= lo <= hi <= 1, got {self.window}")
+        if self.negatives < 1 or self.positive_window < 1 or self.shrink_epochs < 1:
+            raise ValueError("UCLFrames: negatives, positive_window and shrink_epochs must be at least 1")
+
+    @property
+    def frames_per_sample(self) -> int:
+        return 2 + self.negatives
+
+    def at_epoch(self, epoch: int) -> UCLFrames:
+        """This sampler at ``epoch`` (0-based): the same settings, that epoch's window."""
+        return replace(self, epoch=epoch)
+
+    def current_window(self) -> tuple[float, float]:
+        """The negatives' window (fractions of the video length) at this sampler's epoch."""
+        if self.epoch < self.shrink_epoch:
+            return self.window
+        scale = 0.5 * (1 + math.cos(math.pi * min(1.0, (self.epoch - self.shrink_epoch) / self.shrink_epochs)))
+        return self.window[0] * scale, self.window[1] * scale
+
+    def sample(self, n_frames: int, rng: np.random.Generator) -> tuple[np.ndarray, float]:
+        """Frame indices (anchor, positive, negative_1 .. negative_M) and a weight (unused: 1.0)."""
+        anchor = int(rng.integers(n_frames))
+        near = np.arange(max(0, anchor - self.positive_window), min(n_frames, anchor + self.positive_window + 1))
+        near = near[near != anchor]
+        positive = int(rng.choice(near)) if len(near) else anchor
+        negs = intra_video_negatives(
+            n_frames, anchor, self.negatives, rng, self.current_window(), min_distance=self.positive_window + 1
+        )
+        return np.concatenate([[anchor, positive], negs]).astype(np.int64), 1.0
+
+    def combine(self, views: torch.Tensor, weights: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """(B, 2 + M, C, H, W) -> anchor view (B, C, H, W), positive view (B, C, H, W), negatives (B, M, C, H, W)."""
+        return views[:, 0], views[:, 1], views[:, 2:]
+
+
+SAMPLERS = {"hico": HiCoPairs, "uscl": USCLPairs, "ivpp": IVPPPairs, "ucl": UCLFrames}
+Sampler = HiCoPairs | USCLPairs | IVPPPairs | UCLFrames
 
 
 def make_sampler(name: str, **params) -> Sampler:
-    """The pair sampler called ``name`` (``hico``, ``uscl`` or ``ivpp``), with its ``params``
+    """The pair sampler called ``name`` (``hico``, ``uscl``, ``ivpp`` or ``ucl``), with its ``params``
     (e.g. ``max_distance`` for ``ivpp``)."""
     if name not in SAMPLERS:
         raise ValueError(f"unknown pair sampler {name!r}: choose one of {', '.join(SAMPLERS)}")
@@ -168,8 +236,11 @@ class PairDataset(torch.utils.data.Dataset):
             )
 
     def set_epoch(self, epoch: int) -> None:
-        """Make the next pass draw fresh pairs (each epoch has its own random stream)."""
+        """Make the next pass draw fresh pairs (each epoch has its own random stream, and a sampler with an
+        ``at_epoch`` method, UCL's, its window of that epoch)."""
         self.epoch = epoch
+        if hasattr(self.sampler, "at_epoch"):
+            self.sampler = self.sampler.at_epoch(epoch)
 
     def __len__(self) -> int:
         return len(self.videos) * self.samples_per_video
@@ -190,8 +261,9 @@ class PairDataset(torch.utils.data.Dataset):
 
 def make_views(
     batch: dict, sampler: Sampler, augment: torch.nn.Module, generator: torch.Generator | None = None
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Augment a collated batch on its device and combine it into the two views, each (B, 3, s, s).
+) -> tuple[torch.Tensor, ...]:
+    """Augment a collated batch on its device and combine it into the two views, each (B, 3, s, s) (and, for
+    UCL, a third output: the intra-video negatives, (B, M, 3, s, s)).
 
     ``batch["frames"]`` is (B, k, S, S) uint8; every frame gets its own augmentation parameters.
     """

@@ -5,7 +5,10 @@ all L2-normalised, and a queue Q of K earlier keys:
 
     logits_i = [q_i . k_i, q_i . Q_1, ..., q_i . Q_K] / t        loss = mean_i -log softmax(logits_i)_0
 
-Extra negatives per query (UCL's intra-video hard negatives) go between the positive and the queue. After the
+Extra negatives per query (UCL's intra-video hard negatives) go between the positive and the queue, followed, with
+``support_size`` = s > 0, by UCL's cross-video hard negative: the s queued keys nearest to q, mixed with weights
+softmax(q . Q_j / t_s) over those s (``soft_nn_temperature``), then normalised; it is a constant (no gradient)
+like every other negative. After the
 optimizer step the batch's keys replace the oldest ones in the queue (first in, first out), and the key encoder
 follows the query encoder: theta_k <- m * theta_k + (1 - m) * theta_q.
 """
@@ -38,14 +41,28 @@ class MoCoLoss(nn.Module):
         temperature: t (MoCo v2: 0.2; UCL: 0.07).
         momentum: m of the key encoder (0.999); read by the trainer, which owns both encoders.
         key: the model output used as the embedding (``"global"``).
+        support_size: UCL's cross-video hard negative from the ``support_size`` nearest queued keys (0: none).
+        soft_nn_temperature: t_s of its mixing weights (UCL: 0.07).
 
     The queue starts as random unit vectors (as in MoCo) and ``filled`` counts the real keys written so far.
     """
 
     def __init__(
-        self, dim: int = 128, queue_size: int = 4096, temperature: float = 0.2, momentum: float = 0.999, key="global"
+        self,
+        dim: int = 128,
+        queue_size: int = 4096,
+        temperature: float = 0.2,
+        momentum: float = 0.999,
+        key: str = "global",
+        support_size: int = 0,
+        soft_nn_temperature: float = 0.07,
     ):
         super().__init__()
+        if not 0 <= support_size <= queue_size:
+            raise ValueError(f"MoCoLoss: support_size must be in [0, queue_size={queue_size}], got {support_size}")
+        if not soft_nn_temperature > 0:
+            raise ValueError(f"MoCoLoss: soft_nn_temperature must be > 0, got {soft_nn_temperature}")
+        self.support_size, self.soft_nn_temperature = support_size, soft_nn_temperature
         if queue_size < 1:
             raise ValueError(f"MoCoLoss: queue_size must be at least 1, got {queue_size}")
         if not temperature > 0:
@@ -58,7 +75,10 @@ class MoCoLoss(nn.Module):
         self.register_buffer("filled", torch.zeros((), dtype=torch.long))
 
     def extra_repr(self) -> str:
-        return f"queue={tuple(self.queue.shape)}, temperature={self.temperature}, momentum={self.momentum}"
+        return (
+            f"queue={tuple(self.queue.shape)}, temperature={self.temperature}, momentum={self.momentum}, "
+            f"support_size={self.support_size}"
+        )
 
     def forward(
         self,
@@ -73,16 +93,28 @@ class MoCoLoss(nn.Module):
         per-query weights. Returns ``{"total", "moco"}`` (the same 0-dim tensor)."""
         q = F.normalize(out_q[self.key].float(), dim=1)
         k = F.normalize(out_k[self.key].float(), dim=1).detach()
+        queue = self.queue.to(q.dtype)
         columns = [(q * k).sum(1, keepdim=True)]
         if negatives is not None:
             columns.append(torch.einsum("nd,ned->ne", q, F.normalize(negatives.float(), dim=-1)))
-        columns.append(q @ self.queue.T.to(q.dtype))
+        if self.support_size:
+            columns.append((q * self.cross_video_negative(q)).sum(1, keepdim=True))
+        columns.append(q @ queue.T)
         logits = torch.cat(columns, dim=1) / self.temperature
         per_query = torch.logsumexp(logits, dim=1) - logits[:, 0]
         if weights is not None:
             per_query = per_query * weights.to(per_query.dtype)
         loss = per_query.mean()
         return {"total": loss, "moco": loss}
+
+    @torch.no_grad()
+    def cross_video_negative(self, q: Tensor) -> Tensor:
+        """UCL's mixed hard negative of each unit query (N, D): the ``support_size`` nearest queued keys,
+        weighted by softmax(similarity / soft_nn_temperature), summed and normalised; (N, D), no gradient."""
+        queue = self.queue.to(q.dtype)
+        sim, idx = (q.detach() @ queue.T).topk(self.support_size, dim=1)  # (N, s)
+        w = torch.softmax(sim / self.soft_nn_temperature, dim=1)
+        return F.normalize(torch.einsum("ns,nsd->nd", w, queue[idx]), dim=1)
 
     @torch.no_grad()
     def enqueue(self, keys: Tensor) -> None:

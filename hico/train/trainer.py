@@ -351,7 +351,7 @@ class Trainer:
         )
         batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
         with torch.no_grad():
-            v1, v2 = make_views(batch, self.pair_sampler, self.augment, gen)
+            v1, v2, *negatives = make_views(batch, self.pair_sampler, self.augment, gen)  # UCL: + negatives
         if self.channels_last:
             v1, v2 = v1.contiguous(memory_format=torch.channels_last), v2.contiguous(memory_format=torch.channels_last)
         labels, weights = batch["label"], self._loss_weights(batch)
@@ -360,8 +360,8 @@ class Trainer:
                 out1 = self.train_model(v1)
                 with torch.no_grad():
                     momentum_update(self.key_model, unwrap(self.model), self.loss_fn.momentum)
-                    out2 = self.key_model(v2)
-                terms = self.loss_fn(out1, out2, labels, weights)
+                    out2, negs = self._keys(v2, negatives[0] if negatives else None)
+                terms = self.loss_fn(out1, out2, labels, weights, negatives=negs)
             else:
                 out1, out2 = forward_views(self.train_model, v1, v2)
                 if self.world > 1:
@@ -447,7 +447,7 @@ class Trainer:
             if len(batch["frames"]) < 2:
                 continue
             batch = {k: v.to(self.device) for k, v in batch.items()}
-            v1, v2 = make_views(batch, self.pair_sampler, self.augment, gen)
+            v1, v2, *_ = make_views(batch, self.pair_sampler, self.augment, gen)
             with torch.autocast(
                 self.device.type, dtype=self.autocast or torch.bfloat16, enabled=self.autocast is not None
             ):
@@ -458,6 +458,18 @@ class Trainer:
         return total / max(n, 1)
 
     # ------------------------------------------------------------------------------------------- helpers
+    def _keys(self, view: torch.Tensor, negatives: torch.Tensor | None) -> tuple[dict, torch.Tensor | None]:
+        """MoCo keys of ``view`` (B, 3, s, s) and, for UCL, of the intra-video negatives (B, M, 3, s, s), in one
+        pass of the momentum encoder: the key outputs and the negatives' (B, M, D) embeddings (or None)."""
+        if negatives is None:
+            return self.key_model(view), None
+        b, m = negatives.shape[:2]
+        if self.channels_last:
+            negatives = negatives.flatten(0, 1).contiguous(memory_format=torch.channels_last)
+        out = self.key_model(torch.cat([view, negatives.reshape(b * m, *negatives.shape[2:])]))
+        key = self.loss_fn.key
+        return {key: out[key][:b]}, out[key][b:].unflatten(0, (b, m))
+
     def _loss_weights(self, batch: dict) -> torch.Tensor | None:
         """The pairs' loss weights (IVPP), or None when the sampler's weight is not a loss weight."""
         return batch["weight"] if getattr(self.pair_sampler, "loss_weights", False) else None
