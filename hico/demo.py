@@ -49,8 +49,7 @@ def pair_images(
     from hico.data.pairs import make_sampler
 
     pairs = make_sampler(sampler)
-    ds = PairDataset(videos.subset([video]), pairs, seed=seed)
-    item = ds[0]
+    item = PairDataset(videos, pairs, seed=seed)[video]  # item i comes from video i: each video its own draw
     batch = torch.utils.data.default_collate([item])
     aug = BatchAugment(size=size, **(augment or {}))
     v1, v2 = make_views(batch, pairs, aug, torch.Generator().manual_seed(seed))

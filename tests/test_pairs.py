@@ -188,3 +188,13 @@ def test_pair_dataset_gives_the_sampler_its_epoch(videos):
     item = ds[0]
     f = decode(item["frames"])
     assert len(f) == 4 and abs(f[1] - f[0]) == 1 and all(abs(x - f[0]) >= 2 for x in f[2:])
+
+
+def test_pair_images_draws_each_video_its_own_pair(videos):
+    from hico.demo import pair_images
+
+    pairs = [pair_images(videos, v, "uscl", size=8, seed=0) for v in range(4)]
+    for v, p in enumerate(pairs):  # the frames shown are the frames of that video, at the indices shown
+        number = int(videos.videos[v].video_id.rsplit("/v", 1)[1])
+        assert [int(f[0, 0]) for f in p["frames"]] == [10 * number + i for i in p["indices"]]
+    assert len({tuple(p["indices"]) + (p["weight"],) for p in pairs}) == 4  # not one draw repeated for all
