@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test install browser lint format bench clean
+.PHONY: run test lab install browser lint format bench clean
 
 run: $(STAMP)
 	$(BIN)/streamlit run app/main.py
@@ -14,6 +14,9 @@ test: $(STAMP) browser
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest
+
+lab: $(STAMP)
+	$(BIN)/jupyter lab notebooks/
 
 install: $(STAMP)
 
