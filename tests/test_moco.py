@@ -156,3 +156,19 @@ def test_ucl_trains_with_its_hard_negatives(tmp_path, monkeypatch):
     assert seen == [(4, 3, 128)] * 6  # 3 intra-video negatives per anchor, 128-d keys of the momentum encoder
     epochs = [r for r in read_metrics(run.root) if r["kind"] == "epoch" and r["epoch"] > 0]
     assert len(epochs) == 2 and all(math.isfinite(r["train_total"]) for r in epochs)
+
+
+def test_mocov2_holdout_loss_does_not_depend_on_the_queue(tmp_path, monkeypatch):
+    from hico.train.rundir import RunDir
+    from hico.train.trainer import Trainer
+
+    monkeypatch.setenv("HICO_CACHE", str(tmp_path / "cache"))
+    data = write_dataset(tmp_path / "set", videos_per_class=4, n_frames=4, size=48, seed=1, progress=False)
+    cfg = load_method("mocov2", ["augment.size=32", "data.working_size=48", "train.batch_size=4",
+                                 "train.holdout=0.5", "loss.queue_size=8", f"data.path={data}"])  # fmt: skip
+    trainer = Trainer(cfg, RunDir.create(tmp_path / "run", cfg.to_dict()), torch.device("cpu"))
+    model = trainer.model.eval()
+    before = trainer._holdout_loss(model)
+    trainer.loss_fn.enqueue(torch.randn(8, 128))  # a different queue: the held-out loss stays the same
+    assert trainer._holdout_loss(model) == pytest.approx(before)
+    assert math.log(2 * 4 - 1) * 0.5 < before < math.log(2 * 4 - 1) * 1.5  # an InfoNCE over a batch of 4 pairs

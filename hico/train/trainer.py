@@ -37,7 +37,7 @@ from hico.data.cache import default_cache_dir
 from hico.data.pairs import PairDataset, make_views
 from hico.data.splits import holdout_split, semi_labels
 from hico.engine import forward_views
-from hico.losses import MoCoLoss, momentum_update
+from hico.losses import MoCoLoss, info_nce, momentum_update
 from hico.models import HiCoNet
 from hico.models.checkpoint import unwrap
 from hico.train.rundir import RunDir, load_checkpoint, save_checkpoint
@@ -434,7 +434,11 @@ class Trainer:
         return out
 
     def _holdout_loss(self, model: nn.Module) -> float:
-        """Mean contrastive loss (``con``: no labels) of fixed pairs of held-out videos, model in eval mode."""
+        """Mean contrastive loss (``con``: no labels) of fixed pairs of held-out videos, model in eval mode.
+
+        For MoCo methods it is the in-batch InfoNCE of the two views' embeddings: the queue loss would depend
+        on what the queue holds (random vectors at first, then keys that age), not only on the model.
+        """
         videos = self.videos.subset(self.holdout_idx)
         per_video = max(1, math.ceil(2 * self.cfg.train.batch_size / len(videos)))
         pairs = PairDataset(videos, self.pair_sampler, None, seed=self.cfg.train.seed + 1, samples_per_video=per_video)
@@ -452,8 +456,12 @@ class Trainer:
                 self.device.type, dtype=self.autocast or torch.bfloat16, enabled=self.autocast is not None
             ):
                 out1, out2 = forward_views(model, v1, v2)
-                terms = self.loss_fn(out1, out2, None, self._loss_weights(batch))
-            total += float(terms.get("con", terms["total"]))
+                if self.key_model is not None:  # MoCo: in-batch InfoNCE, independent of the queue's contents
+                    key, weights = self.loss_fn.key, self._loss_weights(batch)
+                    terms = {"con": info_nce(out1[key], out2[key], self.loss_fn.temperature, weights)}
+                else:
+                    terms = self.loss_fn(out1, out2, None, self._loss_weights(batch))
+            total += float(terms["con"] if "con" in terms else terms["total"])
             n += 1
         return total / max(n, 1)
 
