@@ -138,12 +138,13 @@ def test_ucl_cross_video_negative_mixes_the_nearest_queued_keys():
     assert got == pytest.approx(ref_moco(q, k, queue, t, extra=[[mixed]]), rel=1e-5)
 
 
-def test_ucl_trains_with_its_hard_negatives(tmp_path, monkeypatch):
+@pytest.mark.parametrize("channels_last", [False, True])  # True: the CUDA default, forced here on the CPU
+def test_ucl_trains_with_its_hard_negatives(channels_last, tmp_path, monkeypatch):
     monkeypatch.setenv("HICO_CACHE", str(tmp_path / "cache"))
     data = write_dataset(tmp_path / "set", videos_per_class=4, n_frames=12, size=48, seed=1, progress=False)
     overrides = ["augment.size=32", "data.working_size=48", "train.epochs=2", "train.batch_size=4",
                  "train.pairs_per_video=1", "train.holdout=0", "train.knn_every=0", "loss.queue_size=16",
-                 f"data.path={data}"]  # fmt: skip
+                 f"train.channels_last={channels_last}", f"data.path={data}"]  # fmt: skip
     seen = []
     forward = MoCoLoss.forward
 

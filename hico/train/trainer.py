@@ -472,9 +472,10 @@ class Trainer:
         if negatives is None:
             return self.key_model(view), None
         b, m = negatives.shape[:2]
+        negatives = negatives.flatten(0, 1)
         if self.channels_last:
-            negatives = negatives.flatten(0, 1).contiguous(memory_format=torch.channels_last)
-        out = self.key_model(torch.cat([view, negatives.reshape(b * m, *negatives.shape[2:])]))
+            negatives = negatives.contiguous(memory_format=torch.channels_last)
+        out = self.key_model(torch.cat([view, negatives]))
         key = self.loss_fn.key
         return {key: out[key][:b]}, out[key][b:].unflatten(0, (b, m))
 
