@@ -17,7 +17,7 @@ from pathlib import Path
 
 import yaml
 
-from hico.train.rundir import read_metrics, read_status
+from hico.train.rundir import pid_alive, read_metrics, read_status
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 RUNS_ROOT = PROJECT_ROOT / "runs"
@@ -60,7 +60,7 @@ def run_info(path: str | os.PathLike[str]) -> RunInfo | None:
         return _launched(path)
     status = read_status(path) if (path / "status.json").exists() else {}
     state = status.get("state", "starting")
-    if state == "running" and not _alive(status.get("pid")):
+    if state == "running" and not pid_alive(status.get("pid")):
         state = "dead"
     return RunInfo(
         path=path,
@@ -164,7 +164,7 @@ def stop(run: str | os.PathLike[str]) -> bool:
     """
     status = read_status(run) if (Path(run) / "status.json").exists() else {}
     pid = status.get("pid")
-    if status.get("state") != "running" or not _alive(pid):
+    if status.get("state") != "running" or not pid_alive(pid):
         return False
     os.kill(int(pid), signal.SIGTERM)
     return True
@@ -174,22 +174,6 @@ def curves(run: str | os.PathLike[str]) -> dict[str, list[dict]]:
     """A run's metrics.jsonl split by kind: ``{"step": [...], "epoch": [...]}`` (tolerates a partial line)."""
     records = read_metrics(run)
     return {kind: [r for r in records if r.get("kind") == kind] for kind in ("step", "epoch")}
-
-
-def _alive(pid) -> bool:
-    if not isinstance(pid, int) or pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a zombie (exited, not yet reaped by its parent) is not running
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(") ", 1)[1][:1] != "Z"
-    except (OSError, IndexError):
-        return True
 
 
 def describe(info: RunInfo) -> str:

@@ -91,7 +91,7 @@ class RunDir:
             fd = os.open(self._lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
         except FileExistsError:
             pid = _read_pid(self._lock)
-            if pid is not None and _alive(pid):
+            if pid is not None and pid_alive(pid):
                 raise FileExistsError(f"run directory {self.root} is in use by process {pid}") from None
             self._lock.unlink(missing_ok=True)  # stale: its process is gone
             fd = os.open(self._lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
@@ -160,11 +160,19 @@ def _read_pid(path: Path) -> int | None:
         return None
 
 
-def _alive(pid: int) -> bool:
+def pid_alive(pid) -> bool:
+    """Whether process ``pid`` is running on this machine (a zombie, exited but not reaped, is not)."""
+    if not isinstance(pid, int) or pid <= 0:
+        return False
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(") ", 1)[1][:1] != "Z"
+    except (OSError, IndexError):
         return True
     return True
