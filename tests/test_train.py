@@ -80,7 +80,8 @@ def test_run_directory_holds_everything(tiny_data, tmp_path):
         "checkpoints",
         "backbone.pt",
     }
-    assert {p.name for p in (root / "checkpoints").iterdir()} == {"last.pt", "best.pt"}
+    snapshots = {f"epoch_000{e}.pt" for e in (0, 1, 2, 4)}  # train.epoch_checkpoints: on by default
+    assert {p.name for p in (root / "checkpoints").iterdir()} == {"last.pt", "best.pt", *snapshots}
     config = yaml.safe_load((root / "config.yaml").read_text())
     assert config["train"]["epochs"] == 4 and config["data"]["path"] == str(tiny_data.resolve())
     assert config["model"]["levels"] == ["p2", "p4", "p5"]  # fully resolved, not just the overrides
@@ -122,6 +123,38 @@ def test_run_directory_holds_everything(tiny_data, tmp_path):
 
     snap = Features.load(root / "features" / "epoch_0004.npz")
     assert snap.meta["epoch"] == 4 and len(snap) == 18 * 2 and set(snap.levels) == {"local", "medium", "global"}
+
+
+def test_epoch_checkpoints_kept_at_snapshot_epochs_without_knn_or_holdout(tiny_data, tmp_path):
+    """epoch_NNNN.pt of epochs 0 (before training), 1, 2 and 3 (the last), even when evaluate() returns early."""
+    from hico.eval.features import load_model
+
+    extra = ["train.epochs=3", "train.holdout=0", "train.knn_every=0", f"data.path={tiny_data}"]
+    root = pretrain(load_method("hico", [*TINY, *extra]), out=tmp_path / "run", progress=False).root
+    assert not (root / "features").exists()  # no k-NN features without held-out videos, yet checkpoints:
+    names = sorted(p.name for p in (root / "checkpoints").iterdir())
+    assert names == ["best.pt", "epoch_0000.pt", "epoch_0001.pt", "epoch_0002.pt", "epoch_0003.pt", "last.pt"]
+    weights = {}
+    for e in range(4):
+        model = load_model(root / "checkpoints" / f"epoch_{e:04d}.pt")  # backbone.pt's format
+        weights[e] = {k: v.clone() for k, v in model.backbone_state_dict().items()}
+    assert any(k.startswith("fpn.") for k in weights[0])
+    final = load_model(root)  # backbone.pt: the weights of the last epoch
+    for k, v in final.backbone_state_dict().items():
+        torch.testing.assert_close(weights[3][k], v, rtol=0, atol=0)
+    conv = "backbone.conv1.weight"
+    assert not torch.equal(weights[0][conv], weights[3][conv])  # trained in between
+    assert not torch.equal(weights[1][conv], weights[2][conv])  # one per epoch, not one file copied
+    assert not list(root.rglob("*.tmp"))
+
+
+def test_epoch_checkpoints_can_be_turned_off(tiny_data, tmp_path):
+    with pytest.raises(ValueError, match="train.epoch_checkpoints must be true or false"):
+        load_method("hico", [*TINY, "train.epoch_checkpoints=maybe"])
+    cfg = load_method("hico", [*TINY, "train.epochs=1", "train.epoch_checkpoints=false", f"data.path={tiny_data}"])
+    root = pretrain(cfg, out=tmp_path / "run", progress=False).root
+    assert sorted(p.name for p in (root / "checkpoints").iterdir()) == ["best.pt", "last.pt"]
+    assert sorted(p.name for p in (root / "features").iterdir()) == ["epoch_0000.npz", "epoch_0001.npz"]
 
 
 def test_refuses_an_existing_run_directory(tiny_data, tmp_path, capsys):
@@ -189,6 +222,13 @@ def test_killed_and_resumed_run_ends_like_an_uninterrupted_one(tiny_data, tmp_pa
     wb = torch.load(resumed / "backbone.pt", weights_only=True)["state_dict"]
     for k in wa:
         torch.testing.assert_close(wa[k], wb[k], rtol=1e-4, atol=1e-5)
+    kept = [f"epoch_000{e}.pt" for e in (0, 1, 2, 4)]
+    assert sorted(p.name for p in (resumed / "checkpoints").glob("epoch_*")) == kept
+    for name in kept:  # those written before the interruption and those written after it
+        wa = torch.load(whole / "checkpoints" / name, weights_only=True)["state_dict"]
+        wb = torch.load(resumed / "checkpoints" / name, weights_only=True)["state_dict"]
+        for k in wa:
+            torch.testing.assert_close(wa[k], wb[k], rtol=1e-4, atol=1e-5)
     assert read_status(resumed)["state"] == "finished"
 
 
@@ -285,6 +325,7 @@ def test_torchrun_two_processes_train_one_run(tiny_data, tmp_path):
     assert steps == list(range(1, len(steps) + 1)) and len(steps) == 6  # 3 global batches of 8 per epoch
     assert [r["epoch"] for r in epoch_records(out)] == [0, 1, 2]
     assert (out / "backbone.pt").exists() and not (out / ".lock").exists()
+    assert sorted(p.name for p in (out / "checkpoints").glob("epoch_*")) == [f"epoch_000{e}.pt" for e in (0, 1, 2)]
 
 
 def test_ivpp_weights_each_pair_by_its_frame_distance(tiny_data, tmp_path, monkeypatch):

@@ -31,6 +31,9 @@ class TrainConfig:
         knn_k: neighbours of the k-NN classifier.
         max_steps: stop after this many optimizer steps in total (0 = no limit; for benchmarks and tests).
         checkpoint_every: also write last.pt every this many steps (0 = at the end of every epoch only).
+        epoch_checkpoints: keep the backbone + FPN weights of epoch 0 (before training), of powers of two and of
+            the last epoch in ``checkpoints/epoch_NNNN.pt`` (as ``backbone.pt``; about 53 MB each at ResNet-18
+            + FPN), whether or not k-NN runs or videos are held out.
     """
 
     epochs: int = 300
@@ -52,6 +55,7 @@ class TrainConfig:
     knn_k: int = 10
     max_steps: int = 0
     checkpoint_every: int = 0
+    epoch_checkpoints: bool = True
 
     def __post_init__(self) -> None:
         for name, low in (
@@ -79,5 +83,7 @@ class TrainConfig:
             raise ValueError(f"train.holdout must be in [0, 1), got {self.holdout}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"train.precision must be one of {PRECISIONS}, got {self.precision!r}")
+        if not isinstance(self.epoch_checkpoints, bool):
+            raise ValueError(f"train.epoch_checkpoints must be true or false, got {self.epoch_checkpoints!r}")
         if self.channels_last not in ("auto", True, False):
             raise ValueError(f"train.channels_last must be auto, true or false, got {self.channels_last!r}")

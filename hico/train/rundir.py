@@ -5,6 +5,8 @@
       metrics.jsonl      one JSON object per logged step ("kind": "step") and per epoch ("kind": "epoch")
       status.json        {"state": "running" | "finished" | "failed" | "interrupted", "error", "epoch", ...}
       checkpoints/last.pt, checkpoints/best.pt
+      checkpoints/       epoch_NNNN.pt: backbone + FPN weights of epochs 0, 1, 2, 4, 8, ... and the last, in
+                         backbone.pt's format (train.epoch_checkpoints; about 53 MB each at ResNet-18 + FPN)
       backbone.pt        backbone + FPN weights at the end (hico.models.export_backbone)
       features/          epoch_NNNN.npz: k-NN features of epochs 0, 1, 2, 4, 8, ... and the last
 
@@ -84,6 +86,10 @@ class RunDir:
             raise FileNotFoundError(f"{run.last} is missing: the run ended before its first checkpoint; start it anew")
         run.acquire()
         return run
+
+    def epoch_checkpoint(self, epoch: int) -> Path:
+        """``checkpoints/epoch_NNNN.pt``: the backbone + FPN weights kept at the end of ``epoch`` (0: before training)."""
+        return self.checkpoints / f"epoch_{epoch:04d}.pt"
 
     def acquire(self) -> None:
         """Take the run's lock, so that two processes never write the same run directory."""
