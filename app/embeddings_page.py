@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import numpy as np
-import plotly.graph_objects as go
 import streamlit as st
 
 from hico import runs
@@ -55,7 +55,8 @@ def page() -> None:
         key = f"{spec}:{Path(spec).stat().st_mtime if spec != 'random' else 0}"
         with st.spinner("Extracting features and computing the maps (UMAP; the first one also compiles numba)..."):
             maps = checkpoint_maps(spec, key, str(data), size, per_video)
-    show(maps, colour, str(data))
+        key += f":{per_video}"
+    show(maps, colour, str(data), hashlib.sha1(key.encode()).hexdigest()[:16])
 
 
 def run_size(path: Path) -> int:
@@ -83,45 +84,32 @@ def checkpoint_maps(spec: str, key: str, data: str, size: int, per_video: int) -
     return level_maps(extract_features(model, load_dataset(data), size=size, per_video=per_video))
 
 
-def show(maps: dict, colour: str, data: str) -> None:
-    names = list(maps["umap"])
-    cols = st.columns(len(names))
-    selected = None
-    for col, name in zip(cols, names, strict=True):
+def show(maps: dict, colour: str, data: str, key: str) -> None:
+    """The three maps side by side (hover: the frame; click: its nearest neighbours) and their readouts."""
+    from level_maps import level_maps_chart, map_payload
+
+    for col, name in zip(st.columns(len(maps["umap"])), maps["umap"], strict=True):
         col.markdown(
             f"**{name}** · k-NN {100 * maps['knn'][name]:.1f}% · silhouette {maps['silhouette'][name]:.2f}",
             help="k-NN: each video's frames classified by the other videos' frames (k = 10). Silhouette: how well "
             "the classes separate (cosine; 1 = perfectly, 0 = not at all).",
         )
-        event = col.plotly_chart(
-            figure(maps, name, colour), use_container_width=True, on_select="rerun", selection_mode="points",
-            key=f"map-{name}",
-        )  # fmt: skip
-        points = (event or {}).get("selection", {}).get("points", [])
-        if points:
-            selected = int(np.ravel(points[0]["customdata"])[0])
+    thumbs = frame_thumbnails(data, maps["video_ids"], maps["frame"])
+    selected = level_maps_chart(map_payload(maps, colour, thumbs, key), key=f"maps-{key}")
     if selected is None:
-        st.caption("Click a point to see its frame and its nearest neighbours at each level.")
+        st.caption("Hover over a point to see its frame; click it to see its nearest neighbours at each level.")
         return
     neighbours(maps, selected, data)
 
 
-def figure(maps: dict, level: str, colour: str) -> go.Figure:
-    xy = maps["umap"][level]
-    fig = go.Figure()
-    groups = maps["classes"] if colour == "class" else sorted(set(maps["video_ids"]))
-    key = maps["labels"] if colour == "class" else None
-    for g, name in enumerate(groups):
-        mask = key == g if colour == "class" else maps["video_ids"] == name
-        rows = np.flatnonzero(mask)
-        fig.add_scattergl(
-            x=xy[rows, 0], y=xy[rows, 1], mode="markers", name=name, customdata=rows[:, None],
-            text=[f"{maps['classes'][maps['labels'][i]]} · {maps['video_ids'][i]} · frame {maps['frame'][i]}" for i in rows],
-            hovertemplate="%{text}<extra></extra>", marker={"size": 6},
-            showlegend=colour == "class",
-        )  # fmt: skip
-    fig.update_layout(height=380, margin=dict(l=10, r=10, t=10, b=10), xaxis_visible=False, yaxis_visible=False)
-    return fig
+@st.cache_data(max_entries=16, show_spinner=False)
+def frame_thumbnails(data: str, video_ids: np.ndarray, frames: np.ndarray) -> list[str]:
+    """JPEG data URIs of the mapped frames (cached per dataset and frame list)."""
+    from level_maps import thumbnail_uris
+
+    videos = load_dataset(data)
+    index = {v.video_id: i for i, v in enumerate(videos.videos)}
+    return thumbnail_uris(videos.frames(index[v])[int(f)] for v, f in zip(video_ids, frames, strict=True))
 
 
 def neighbours(maps: dict, row: int, data: str) -> None:

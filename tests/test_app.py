@@ -101,24 +101,72 @@ def test_curves_page_empty_then_plots_a_run(tiny_runs, monkeypatch):
     assert len(at.get("plotly_chart")) == 5
 
 
+def maps_component(at: AppTest):
+    """The Embeddings page's maps component: (its session-state key, the payload it was given)."""
+    import json
+
+    def walk(node):
+        for child in getattr(node, "children", {}).values():
+            if getattr(child, "type", None) == "component_instance":
+                yield child
+            yield from walk(child)
+
+    (element,) = walk(at._tree)
+    assert element.proto.component_name == "level_maps.level_maps"
+    return element.proto.id.split("-", 2)[2], json.loads(element.proto.json_args)["payload"]
+
+
 def test_embeddings_page_maps_the_three_levels_over_epochs_and_checkpoints(tiny_runs, monkeypatch):
     assert "No run to map" in page("embeddings_page").run().info[0].value
     monkeypatch.setenv("HICO_RUNS", str(tiny_runs))
     at = page("embeddings_page", timeout=180).run()
     assert not at.exception, at.exception
-    assert len(at.get("plotly_chart")) == 3
     assert [m.value.split(" · ")[0] for m in at.markdown if "k-NN" in m.value] == [
         "**local**",
         "**medium**",
         "**global**",
     ]
+    key, maps = maps_component(at)
+    n = len(maps["text"])
+    assert [level["name"] for level in maps["levels"]] == ["local", "medium", "global"]
+    assert all(len(level["x"]) == len(level["y"]) == n for level in maps["levels"])
+    assert sorted(r for g in maps["groups"] for r in g["rows"]) == list(range(n))  # every frame in one trace
+    assert [g["name"] for g in maps["groups"]] == ["covid", "pneumonia", "regular"] and maps["legend"]
+    assert len(maps["thumbs"]) == n and all(t.startswith("data:image/jpeg;base64,") for t in maps["thumbs"])
+    assert all(" · frame " in t for t in maps["text"])
+
     assert at.select_slider[0].options == ["0", "1", "2"]  # epoch snapshots: before training, 1, 2
     at.select_slider[0].set_value(0).run()
-    assert not at.exception and len(at.get("plotly_chart")) == 3
+    assert not at.exception and maps_component(at)[1]["key"] != maps["key"]
+    at.session_state[maps_component(at)[0]] = {"row": 3, "level": "local"}  # what a click on frame 3 sends
+    at.run()
+    assert not at.exception and at.subheader[0].value == "The frame and its nearest neighbours"
+    assert [c.value for c in at.caption][:3] == ["local level", "medium level", "global level"]
+
     at.selectbox[1].set_value("final backbone").run()
-    assert not at.exception and len(at.get("plotly_chart")) == 3
+    assert not at.exception and maps_component(at)[1]["levels"][0]["name"] == "local"
     at.radio[0].set_value("video").run()
     assert not at.exception
+    videos = maps_component(at)[1]
+    assert not videos["legend"] and len(videos["groups"]) == len({t.split(" · ")[1] for t in videos["text"]})
+
+
+def test_thumbnails_are_the_frames():
+    import base64
+    import io
+    import sys
+
+    import numpy as np
+    from PIL import Image
+
+    sys.path.insert(0, str(APP))
+    from level_maps import thumbnail_uris
+
+    frame = np.tile(np.arange(128, dtype=np.uint8) * 2, (128, 1))  # a horizontal ramp, 0 -> 254
+    (uri,) = thumbnail_uris([frame])
+    img = np.asarray(Image.open(io.BytesIO(base64.b64decode(uri.split(",", 1)[1]))))
+    assert img.shape == (64, 64)
+    assert abs(int(img[:, 0].mean()) - 1) <= 4 and abs(int(img[:, -1].mean()) - 252) <= 4  # dark left, light right
 
 
 def test_evaluate_page_probes_and_fine_tunes(tiny_runs, monkeypatch):

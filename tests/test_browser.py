@@ -91,8 +91,34 @@ def test_every_page_renders_in_chromium(server, tmp_path):
             assert not page.get_by_text("Traceback").count(), path
             assert not page.get_by_text("Page not found").count(), path
             page.screenshot(path=str(shots / f"{path or 'data'}.png"), full_page=False)
+        hover_and_click_a_map_point(page, shots)
         page.goto(f"{server}/train")  # navigation by the sidebar works too
         page.get_by_role("link", name="Curves").click()
         page.get_by_text("Training loss").first.wait_for(timeout=60_000)
         browser.close()
-    assert {p.name for p in shots.glob("*.png")} >= {f"{name or 'data'}.png" for name, _ in PAGES}
+    assert {p.name for p in shots.glob("*.png")} >= {f"{name or 'data'}.png" for name, _ in PAGES} | {
+        "embeddings-hover.png"
+    }
+
+
+def hover_and_click_a_map_point(page, shots: Path) -> None:
+    """On the Embeddings page: hovering a point shows its frame thumbnail and caption and rings the frame on all
+    three maps; clicking it shows its nearest neighbours below the maps."""
+    page.goto(page.url.rsplit("/", 1)[0] + "/embeddings")
+    maps = page.frame_locator('iframe[title="level_maps.level_maps"]')
+    point = maps.locator(".map").nth(1).locator("path.point").first  # a point of the medium-level map
+    point.wait_for(timeout=120_000)
+    box = point.bounding_box()
+    x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+    page.mouse.move(x - 30, y - 30)
+    page.mouse.move(x, y, steps=5)
+    tip = maps.locator("#tip")
+    tip.wait_for(state="visible", timeout=10_000)
+    assert maps.locator("#tip-img").get_attribute("src").startswith("data:image/jpeg;base64,")
+    assert " · frame " in maps.locator("#tip-text").inner_text()
+    rings = maps.locator(".map").evaluate_all("divs => divs.map(d => d.data[d.data.length - 1].x.length)")
+    assert rings == [1, 1, 1], rings  # the hovered frame is ringed on every level's map
+    page.screenshot(path=str(shots / "embeddings-hover.png"), full_page=False)
+    page.mouse.click(x, y)
+    page.get_by_text("The frame and its nearest neighbours").wait_for(timeout=60_000)
+    assert page.get_by_text("global level").count()
