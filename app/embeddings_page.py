@@ -1,4 +1,9 @@
-"""Embeddings: UMAP maps of the local, medium and global features side by side, for any run and checkpoint."""
+"""Embeddings: UMAP maps of the local, medium and global features side by side, for any run and checkpoint.
+
+The epoch slider goes over the checkpoints the trainer keeps at epochs 0, 1, 2, 4, ... and the last
+(``checkpoints/epoch_NNNN.pt``); for a run without them (``train.epoch_checkpoints=false``), over the k-NN features
+it kept at those epochs (``features/epoch_NNNN.npz``). Maps are cached per checkpoint and per frame selection.
+"""
 
 from __future__ import annotations
 
@@ -29,8 +34,9 @@ def page() -> None:
         return
     c1, c2, c3 = st.columns([2, 2, 1])
     run = c1.selectbox("Run", all_runs, format_func=lambda r: f"{r.name} ({r.method}, {r.state})")
-    snapshots = sorted((run.path / "features").glob("epoch_*.npz"))
-    modes = (["epochs during training"] if snapshots else []) + [
+    epoch_files = sorted((run.path / "checkpoints").glob("epoch_*.pt"))
+    snapshots = sorted((run.path / "features").glob("epoch_*.npz"))  # runs without epoch checkpoints keep these
+    modes = (["epochs during training"] if epoch_files or snapshots else []) + [
         k for k, f in CHECKPOINTS.items() if (run.path / f).is_file()
     ]
     mode = c2.selectbox("Features", modes + ["random init"])
@@ -41,7 +47,7 @@ def page() -> None:
     except ValueError as e:
         st.error(f"the run's dataset: {e}")
         return
-    if mode == "epochs during training":
+    if mode == "epochs during training" and not epoch_files:  # the k-NN features the trainer kept at those epochs
         epochs = [int(p.stem.split("_")[1]) for p in snapshots]
         epoch = st.select_slider("Epoch (0: before training)", epochs, value=epochs[-1])
         path = run.path / "features" / f"epoch_{epoch:04d}.npz"
@@ -49,7 +55,12 @@ def page() -> None:
         with st.spinner("Computing the maps (UMAP; the first one also compiles numba, about 20 s)..."):
             maps = snapshot_maps(str(path), key)
     else:
-        spec = "random" if mode == "random init" else str(run.path / CHECKPOINTS[mode])
+        if mode == "epochs during training":
+            epochs = [int(p.stem.split("_")[1]) for p in epoch_files]
+            epoch = st.select_slider("Epoch (0: before training)", epochs, value=epochs[-1])
+            spec = str(run.path / "checkpoints" / f"epoch_{epoch:04d}.pt")
+        else:
+            spec = "random" if mode == "random init" else str(run.path / CHECKPOINTS[mode])
         size = int(run_size(run.path))
         per_video = st.slider("Frames per video", 1, 32, 8)
         key = f"{spec}:{Path(spec).stat().st_mtime if spec != 'random' else 0}"

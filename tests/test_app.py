@@ -135,7 +135,8 @@ def test_embeddings_page_maps_the_three_levels_over_epochs_and_checkpoints(tiny_
     assert len(maps["thumbs"]) == n and all(t.startswith("data:image/jpeg;base64,") for t in maps["thumbs"])
     assert all(" · frame " in t for t in maps["text"])
 
-    assert at.select_slider[0].options == ["0", "1", "2"]  # epoch snapshots: before training, 1, 2
+    assert at.select_slider[0].options == ["0", "1", "2"]  # epoch checkpoints: before training, 1, 2
+    assert [s.label for s in at.slider] == ["Frames per video"]  # maps of the checkpoint's features
     at.select_slider[0].set_value(0).run()
     assert not at.exception and maps_component(at)[1]["key"] != maps["key"]
     at.session_state[maps_component(at)[0]] = {"row": 3, "level": "local"}  # what a click on frame 3 sends
@@ -149,6 +150,17 @@ def test_embeddings_page_maps_the_three_levels_over_epochs_and_checkpoints(tiny_
     assert not at.exception
     videos = maps_component(at)[1]
     assert not videos["legend"] and len(videos["groups"]) == len({t.split(" · ")[1] for t in videos["text"]})
+
+
+def test_embeddings_epoch_slider_falls_back_to_the_kept_features(tiny_runs, tmp_path, monkeypatch):
+    import shutil
+
+    shutil.copytree(tiny_runs / "tiny", tmp_path / "runs" / "old", ignore=shutil.ignore_patterns("epoch_*.pt"))
+    at = page("embeddings_page", timeout=180).run()  # HICO_RUNS is tmp_path/runs
+    assert not at.exception, at.exception
+    assert at.selectbox[1].value == "epochs during training"
+    assert at.select_slider[0].options == ["0", "1", "2"] and not at.slider  # the k-NN features of those epochs
+    assert len(maps_component(at)[1]["text"]) == 72  # 36 videos x train.knn_frames_per_video=2
 
 
 def test_thumbnails_are_the_frames():
