@@ -56,3 +56,34 @@ def test_level_maps_gives_every_level_a_map_and_caches_it_on_disk(tmp_path):
     again = level_maps(feats(levels, labels, video), cache_dir=tmp_path)  # from the cache: identical coordinates
     assert all(np.array_equal(again["umap"][k], maps["umap"][k]) for k in levels)
     assert maps["knn"]["global"] > 0.9  # two well separated classes
+
+
+def test_cosine_distances_by_hand():
+    from hico.eval.embed import cosine_distances
+
+    x = np.array([[1, 0], [0, 2], [3, 3], [-1, 0], [0, 0]], np.float32)
+    d = cosine_distances(x)
+    s = 1 / np.sqrt(2)
+    expected = [
+        [0, 1, 1 - s, 2, 1],
+        [1, 0, 1 - s, 1, 1],
+        [1 - s, 1 - s, 0, 1 + s, 1],
+        [2, 1, 1 + s, 0, 1],
+        [1, 1, 1, 1, 0],  # a zero row: distance 1 from everything, 0 from itself
+    ]
+    np.testing.assert_allclose(d, expected, atol=1e-7)
+
+
+def test_precomputed_distances_give_umap_the_graph_of_its_cosine_metric():
+    # umap_2d hands umap-learn the cosine distance matrix (metric="precomputed") instead of the cosine metric:
+    # the fuzzy neighbour graph the layout is optimised from must be the same.
+    import umap
+
+    from hico.eval.embed import UMAP_DEFAULTS, cosine_distances
+
+    x = np.random.default_rng(0).normal(size=(120, 8)).astype(np.float32)
+    params = {**UMAP_DEFAULTS, "n_epochs": 5}
+    cosine = umap.UMAP(**params).fit(x).graph_
+    precomputed = umap.UMAP(**{**params, "metric": "precomputed"}).fit(cosine_distances(x)).graph_
+    assert (cosine != 0).sum() == (precomputed != 0).sum() > 120 * 10
+    assert abs(cosine - precomputed).max() < 1e-5

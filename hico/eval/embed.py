@@ -10,9 +10,14 @@
   ``np.load`` (no pickle needed).
 - ``emb_thumbs/NNNNNN.png``: a 64 px grey thumbnail of each frame, row N of the npz.
 
-UMAP (umap-learn; n_neighbors=15, min_dist=0.1, cosine metric, random_state=0) is cached on disk by content:
-the key is the SHA-1 of the feature array's bytes, shape and dtype, the parameters and the umap version, so the
-same features never go through UMAP twice (the first call in a process also pays numba's ~15 s compilation).
+UMAP (umap-learn; n_neighbors=15, min_dist=0.1, cosine metric, 200 epochs, random_state=0) is cached on disk by
+content: the key is the SHA-1 of the feature array's bytes, shape and dtype, the parameters and the umap version,
+so the same features never go through UMAP twice (the first call in a process also pays numba's ~15 s
+compilation). Up to 4,096 frames, where umap-learn computes every pairwise distance anyway, the cosine distances
+are handed to it as one matrix product (``metric="precomputed"``): umap-learn would call its distance function
+from Python once per pair (about 1.5 s of 2.3 s for 1,000 frames). 200 epochs is umap-learn's own choice above
+10,000 points (500 below): on 1,024 POCUS frames it halves the time again for a trustworthiness of 0.993-0.994
+(500 epochs: 0.994-0.995).
 """
 
 from __future__ import annotations
@@ -30,10 +35,11 @@ import numpy as np
 
 from hico.io import atomic_write
 
-UMAP_DEFAULTS = {"n_neighbors": 15, "min_dist": 0.1, "metric": "cosine", "random_state": 0}
+UMAP_DEFAULTS = {"n_neighbors": 15, "min_dist": 0.1, "metric": "cosine", "n_epochs": 200, "random_state": 0}
 """Parameters of :func:`umap_2d` unless overridden."""
 
 THUMB_SIZE = 64
+PRECOMPUTED_UP_TO = 4096  # umap-learn's own threshold: below it, it computes all pairwise distances too
 
 
 def umap_cache_dir() -> Path:
@@ -81,12 +87,26 @@ def umap_2d(x: np.ndarray, cache_dir: str | os.PathLike[str] | None = None, **pa
     import umap
 
     fit = {**params, "n_neighbors": max(2, min(int(params["n_neighbors"]), len(x) - 1))}
+    data = x
+    if fit["metric"] == "cosine" and len(x) <= PRECOMPUTED_UP_TO:
+        fit["metric"], data = "precomputed", cosine_distances(x)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*n_jobs value.*")  # random_state forces one thread
         warnings.filterwarnings("ignore", message=".*Graph is not fully connected.*")
-        y = umap.UMAP(n_components=2, **fit).fit_transform(x).astype(np.float32)
+        warnings.filterwarnings("ignore", message=".*using precomputed metric.*")  # inverse_transform: not used
+        y = umap.UMAP(n_components=2, **fit).fit_transform(data).astype(np.float32)
     atomic_write(path, lambda f: np.save(f, y), mode="wb")
     return y
+
+
+def cosine_distances(x: np.ndarray) -> np.ndarray:
+    """(F, F) cosine distances 1 - cos(x_i, x_j) of the rows of ``x``, in [0, 2], zero on the diagonal (a zero row
+    is at distance 1 from every other row)."""
+    x = np.asarray(x, dtype=np.float64)
+    unit = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+    d = np.clip(1.0 - unit @ unit.T, 0.0, 2.0)
+    np.fill_diagonal(d, 0.0)
+    return d
 
 
 def thumbs_dir(out: str | os.PathLike[str]) -> Path:
