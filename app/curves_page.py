@@ -66,5 +66,25 @@ def charts(chosen: list, live: bool) -> None:
         left.plotly_chart(terms, use_container_width=True)
         right.plotly_chart(lr, use_container_width=True)
         left.plotly_chart(speed, use_container_width=True)
+        finetuning = finetune_figure(chosen)
+        if finetuning.data:
+            right.plotly_chart(finetuning, use_container_width=True)
+        else:
+            right.caption(
+                "Fine-tune these runs' backbones and a random init on the Evaluate page to compare how fast each "
+                "converges (the paper's Figure 1c)."
+            )
 
     draw()
+
+
+def finetune_figure(chosen: list) -> go.Figure:
+    """Test accuracy per fine-tuning epoch of each run's newest fine-tuning, and of a random init's (the paper's
+    Figure 1c: how fast a pretrained backbone converges downstream)."""
+    fig = _figure("Fine-tuning: test accuracy after each epoch, all folds (Figure 1c)", "epoch", "accuracy")
+    curves = [(info.name, runs.finetune_curve(info.path / "finetune")) for info in chosen]
+    curves.append(("random init", runs.finetune_curve(runs_root() / "finetune-random")))
+    for name, curve in curves:
+        if curve is not None:
+            fig.add_scatter(x=curve["epoch"], y=curve["accuracy"], name=name, mode="lines+markers")
+    return fig

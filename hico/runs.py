@@ -176,10 +176,39 @@ def curves(run: str | os.PathLike[str]) -> dict[str, list[dict]]:
     return {kind: [r for r in records if r.get("kind") == kind] for kind in ("step", "epoch")}
 
 
+def finetune_curve(folder: str | os.PathLike[str]) -> dict | None:
+    """The newest fine-tuning result in ``folder`` (``<folder>/*/results.json``, as the Evaluate page and ``hico
+    finetune --out`` write them) as a convergence curve: ``{"name", "epoch": [1, 2, ...], "accuracy": [...]}``,
+    the test accuracy after each epoch over the test frames of all folds pooled. None when there is none."""
+    import json
+
+    results = sorted(Path(folder).glob("*/results.json"), key=lambda p: p.parent.name)
+    if not results:
+        return None
+    folds = json.loads(results[-1].read_text())["folds"]
+    frames = sum(f["n_test_frames"] for f in folds)
+    epochs = [h["epoch"] for h in folds[0]["history"]]
+    accuracy = [
+        sum(f["n_test_frames"] * f["history"][e]["test_accuracy"] for f in folds) / frames for e in range(len(epochs))
+    ]
+    return {"name": results[-1].parent.name, "epoch": epochs, "accuracy": accuracy}
+
+
 def describe(info: RunInfo) -> str:
     """One line: name, method, state, epoch."""
     progress = f"epoch {info.epoch}/{info.epochs}" if info.epochs else ""
     return f"{info.name}  {info.method}  {info.state}  {progress}".rstrip()
 
 
-__all__ = ["RunInfo", "curves", "describe", "launch", "list_runs", "log_path", "reserve_run_dir", "run_info", "stop"]
+__all__ = [
+    "RunInfo",
+    "curves",
+    "describe",
+    "finetune_curve",
+    "launch",
+    "list_runs",
+    "log_path",
+    "reserve_run_dir",
+    "run_info",
+    "stop",
+]

@@ -13,6 +13,7 @@ from streamlit.testing.v1 import AppTest  # noqa: E402
 from hico.runs import list_runs  # noqa: E402
 
 APP = Path(__file__).resolve().parent.parent / "app"
+SAMPLES = APP.parent / "data_samples"
 
 
 def _page(app_dir: str, module: str) -> None:  # the source of a one-page app (AppTest.from_function)
@@ -114,6 +115,32 @@ def maps_component(at: AppTest):
     (element,) = walk(at._tree)
     assert element.proto.component_name == "level_maps.level_maps"
     return element.proto.id.split("-", 2)[2], json.loads(element.proto.json_args)["payload"]
+
+
+def test_curves_page_compares_fine_tuning_convergence_with_a_random_init(tiny_runs, tmp_path):
+    import json
+    import shutil
+
+    from hico.cli import main
+
+    run = tmp_path / "runs" / "tiny"  # HICO_RUNS: the tiny run without its checkpoints (backbone.pt is enough)
+    shutil.copytree(tiny_runs / "tiny", run, ignore=shutil.ignore_patterns("checkpoints", "finetune"))
+    at = page("curves_page").run()
+    assert len(at.get("plotly_chart")) == 5 and any("Figure 1c" in c.value for c in at.caption)
+    for spec, out in ((run, run / "finetune" / "ft"), ("random", tmp_path / "runs" / "finetune-random" / "ft")):
+        argv = ["finetune", "--backbone", str(spec), "--data", str(SAMPLES), "--out", str(out), "--folds", "2",
+                "--epochs", "2", "--size", "32", "--no-progress"]  # fmt: skip
+        assert main(argv) == 0
+    at = page("curves_page").run()
+    assert not at.exception
+    figure = json.loads(at.get("plotly_chart")[5].proto.spec)
+    assert "Figure 1c" in figure["layout"]["title"]["text"]
+    assert [t["name"] for t in figure["data"]] == ["tiny", "random init"]
+    folds = json.loads((run / "finetune" / "ft" / "results.json").read_text())["folds"]
+    pooled = sum(f["n_test_frames"] * f["history"][1]["test_accuracy"] for f in folds) / sum(
+        f["n_test_frames"] for f in folds
+    )
+    assert figure["data"][0]["x"] == [1, 2] and figure["data"][0]["y"][1] == pytest.approx(pooled)
 
 
 def test_embeddings_page_maps_the_three_levels_over_epochs_and_checkpoints(tiny_runs, monkeypatch):

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 
+import pytest
 import yaml
 
 from hico.runs import curves, list_runs, log_path, reserve_run_dir, run_info, stop
@@ -69,3 +70,26 @@ def test_list_runs_newest_first(tmp_path):
     old = write_run(tmp_path / "old", {"state": "finished", "updated": time.time() - 100})
     new = write_run(tmp_path / "new", {"state": "finished", "updated": time.time()})
     assert [r.path for r in list_runs(tmp_path)] == [new, old]
+
+
+def test_finetune_curve_pools_the_folds_test_frames(tmp_path):
+    from hico.runs import finetune_curve
+
+    assert finetune_curve(tmp_path / "none") is None
+
+    def history(*acc):
+        return [{"epoch": e + 1, "test_accuracy": a} for e, a in enumerate(acc)]
+
+    folds = [  # 30 test frames at 0.5 then 0.9; 10 test frames at 0.1 then 0.3
+        {"n_test_frames": 30, "history": history(0.5, 0.9)},
+        {"n_test_frames": 10, "history": history(0.1, 0.3)},
+    ]
+    for name, scale in (("finetune-20260101-000000", 0.0), ("finetune-20260102-000000", 1.0)):
+        (tmp_path / name).mkdir()
+        old_or_new = [{**f, "history": [{**h, "test_accuracy": h["test_accuracy"] * scale} for h in f["history"]]}
+                      for f in folds]  # fmt: skip
+        (tmp_path / name / "results.json").write_text(json.dumps({"folds": old_or_new}))
+    curve = finetune_curve(tmp_path)
+    assert curve["name"] == "finetune-20260102-000000"  # the newest
+    assert curve["epoch"] == [1, 2]
+    assert curve["accuracy"] == pytest.approx([(30 * 0.5 + 10 * 0.1) / 40, (30 * 0.9 + 10 * 0.3) / 40])
