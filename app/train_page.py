@@ -24,18 +24,24 @@ def launch_form() -> None:
     names = method_names()
     data = dataset_path()
     st.caption(f"Dataset: `{data}` (change it on the Data page)")
+    # The method is chosen outside the form: a change reruns the page, so the loss settings below show (and
+    # launch with) that method's defaults, not the previous method's.
+    method = st.selectbox("Method", names, index=names.index("hico"))
+    defaults = load_method(method).loss
     with st.form("launch"):
-        c1, c2, c3, c4 = st.columns(4)
-        method = c1.selectbox("Method", names, index=names.index("hico"))
-        epochs = c2.number_input("Epochs", 1, 1000, 10)
-        batch = c3.number_input("Batch (pairs)", 2, 1024, 16)
-        size = c4.number_input("Image size (px)", 32, 512, 64, step=16)
+        c1, c2, c3 = st.columns(3)
+        epochs = c1.number_input("Epochs", 1, 1000, 10)
+        batch = c2.number_input("Batch (pairs)", 2, 1024, 16)
+        size = c3.number_input("Image size (px)", 32, 512, 64, step=16)
         c1, c2, c3, c4, c5 = st.columns(5)
-        defaults = load_method(method).loss
-        lam = c1.number_input("lambda", 0.0, 1.0, float(defaults.lam), 0.05, help="peer vs cross-level weight")
-        alpha = c2.number_input("alpha", 0.0, 1.0, float(defaults.alpha), 0.05, help="label smoothing")
-        beta = c3.number_input("beta", 0.0, 10.0, float(defaults.beta), 0.05, help="weight of the softened CE")
-        temperature = c4.number_input("temperature", 0.01, 2.0, float(defaults.temperature), 0.05)
+        lam = c1.number_input("lambda", 0.0, 1.0, float(defaults.lam), 0.05, help="peer vs cross-level weight",
+                              key=f"lam-{method}")  # fmt: skip
+        alpha = c2.number_input("alpha", 0.0, 1.0, float(defaults.alpha), 0.05, help="label smoothing",
+                                key=f"alpha-{method}")  # fmt: skip
+        beta = c3.number_input("beta", 0.0, 10.0, float(defaults.beta), 0.05, help="weight of the softened CE",
+                               key=f"beta-{method}")  # fmt: skip
+        temperature = c4.number_input("temperature", 0.01, 2.0, float(defaults.temperature), 0.01,
+                                      key=f"temperature-{method}")  # fmt: skip
         device = c5.selectbox("Device", ["auto", "cpu", "cuda", "mps"])
         submitted = st.form_submit_button("Launch", type="primary")
     if submitted:

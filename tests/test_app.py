@@ -6,6 +6,7 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 pytest.importorskip("streamlit")
 from streamlit.testing.v1 import AppTest  # noqa: E402
@@ -59,6 +60,15 @@ def test_train_page_launches_a_run_in_its_own_process_and_stops_it(tmp_path):
     at = page("train_page").run()
     assert not at.exception
     assert "No runs yet" in at.info[0].value
+
+    def loss_settings():
+        return {n.label: n.value for n in at.number_input if n.label in ("lambda", "temperature")}
+
+    assert loss_settings() == {"lambda": 0.5, "temperature": 0.5}  # hico's defaults
+    at.selectbox[0].set_value("ucl").run()
+    assert loss_settings() == {"lambda": 0.5, "temperature": 0.07}  # the form follows the method
+    at.selectbox[0].set_value("uscl").run()
+    assert loss_settings() == {"lambda": 0.2, "temperature": 0.5}
     at.number_input[0].set_value(50)  # epochs: long enough to be stopped while running
     at.number_input[2].set_value(32)  # size
     at.button[0].click().run()  # the form's Launch button
@@ -67,6 +77,8 @@ def test_train_page_launches_a_run_in_its_own_process_and_stops_it(tmp_path):
     deadline = time.time() + 120
     while list_runs(tmp_path / "runs")[0].state != "running" and time.time() < deadline:
         time.sleep(0.5)
+    config = yaml.safe_load((run.path / "config.yaml").read_text())  # written by the run's process
+    assert (config["name"], config["loss"]["lam"], config["loss"]["temperature"]) == ("uscl", 0.2, 0.5)
     at.run()
     stop = [b for b in at.button if b.label == "Stop"]
     assert stop, [m.value for m in at.markdown]
