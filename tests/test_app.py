@@ -56,7 +56,23 @@ def test_data_page_shows_a_pair_and_refuses_paths_outside_the_allowed_roots():
     assert at.error and "outside the folders this app may read" in at.error[0].value
 
 
-def test_train_page_launches_a_run_in_its_own_process_and_stops_it(tmp_path):
+@pytest.fixture
+def stop_launched_runs(tmp_path):
+    """Stop any run a test launched, even when the test fails before it does (a 50-epoch run would go on)."""
+    from hico.runs import stop
+
+    yield
+    deadline = time.time() + 120
+    while time.time() < deadline:  # a run still starting cannot be stopped yet: wait until it runs or fails
+        states = {info.path: info.state for info in list_runs(tmp_path / "runs")}
+        for path in [p for p, state in states.items() if state == "running"]:
+            stop(path)
+        if "starting" not in states.values():
+            break
+        time.sleep(0.5)
+
+
+def test_train_page_launches_a_run_in_its_own_process_and_stops_it(tmp_path, stop_launched_runs):
     at = page("train_page").run()
     assert not at.exception
     assert "No runs yet" in at.info[0].value
