@@ -47,26 +47,26 @@ def page() -> None:
     except ValueError as e:
         st.error(f"the run's dataset: {e}")
         return
-    if mode == "epochs during training" and not epoch_files:  # the k-NN features the trainer kept at those epochs
-        epochs = [int(p.stem.split("_")[1]) for p in snapshots]
-        epoch = st.select_slider("Epoch (0: before training)", epochs, value=epochs[-1])
-        path = run.path / "features" / f"epoch_{epoch:04d}.npz"
-        key = f"{path}:{path.stat().st_mtime}"
-        with st.spinner("Computing the maps (UMAP; the first one also compiles numba, about 20 s)..."):
-            maps = snapshot_maps(str(path), key)
-    else:
+    from_features = mode == "epochs during training" and not epoch_files  # the k-NN features kept at the epochs
+    if mode == "epochs during training":
+        kept = {int(p.stem.split("_")[1]): p for p in (snapshots if from_features else epoch_files)}
+        epoch = st.select_slider("Epoch (0: before training)", list(kept), value=max(kept))
+    per_video = None if from_features else st.slider("Frames per video", 1, 32, 8)
+
+    def maps_of(source: str) -> tuple[dict, str]:
+        """The maps of a features file or a checkpoint (``random``: random init), and a key naming them."""
+        key = f"{source}:{Path(source).stat().st_mtime if source != 'random' else 0}:{per_video}"
+        if from_features:
+            return snapshot_maps(source, key), key
+        return checkpoint_maps(source, key, str(data), int(run_size(run.path)), per_video), key
+
+    with st.spinner("Extracting features and computing the maps (UMAP; the first map also compiles numba, ~20 s)..."):
         if mode == "epochs during training":
-            epochs = [int(p.stem.split("_")[1]) for p in epoch_files]
-            epoch = st.select_slider("Epoch (0: before training)", epochs, value=epochs[-1])
-            spec = str(run.path / "checkpoints" / f"epoch_{epoch:04d}.pt")
+            maps, key = maps_of(str(kept[epoch]))
+            if epoch != max(kept):  # on the last epoch's map: the slider moves the points, it does not spin the map
+                maps = aligned(maps, maps_of(str(kept[max(kept)]))[0])
         else:
-            spec = "random" if mode == "random init" else str(run.path / CHECKPOINTS[mode])
-        size = int(run_size(run.path))
-        per_video = st.slider("Frames per video", 1, 32, 8)
-        key = f"{spec}:{Path(spec).stat().st_mtime if spec != 'random' else 0}"
-        with st.spinner("Extracting features and computing the maps (UMAP; the first one also compiles numba)..."):
-            maps = checkpoint_maps(spec, key, str(data), size, per_video)
-        key += f":{per_video}"
+            maps, key = maps_of("random" if mode == "random init" else str(run.path / CHECKPOINTS[mode]))
     show(maps, colour, str(data), hashlib.sha1(key.encode()).hexdigest()[:16])
 
 
@@ -74,6 +74,17 @@ def run_size(path: Path) -> int:
     import yaml
 
     return yaml.safe_load((path / "config.yaml").read_text())["augment"]["size"]
+
+
+def aligned(maps: dict, reference: dict) -> dict:
+    """``maps`` with each level's UMAP aligned on ``reference``'s (:func:`hico.eval.maps.align_map`), when both map
+    the same frames; unchanged otherwise."""
+    from hico.eval.maps import align_map
+
+    same = np.array_equal(maps["video"], reference["video"]) and np.array_equal(maps["frame"], reference["frame"])
+    if not same:
+        return maps
+    return {**maps, "umap": {k: align_map(xy, reference["umap"][k]) for k, xy in maps["umap"].items()}}
 
 
 @st.cache_data(max_entries=32, show_spinner=False)

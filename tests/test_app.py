@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -193,7 +194,13 @@ def test_embeddings_page_maps_the_three_levels_over_epochs_and_checkpoints(tiny_
     assert at.select_slider[0].options == ["0", "1", "2"]  # epoch checkpoints: before training, 1, 2
     assert [s.label for s in at.slider] == ["Frames per video"]  # maps of the checkpoint's features
     at.select_slider[0].set_value(0).run()
-    assert not at.exception and maps_component(at)[1]["key"] != maps["key"]
+    before = maps_component(at)[1]
+    assert not at.exception and before["key"] != maps["key"]
+    for level, last in zip(before["levels"], maps["levels"], strict=True):  # aligned on the last epoch's map:
+        xy, last_xy = np.array([level["x"], level["y"]]), np.array([last["x"], last["y"]])  # same centre and spread
+        assert np.allclose(xy.mean(1), last_xy.mean(1), atol=1e-2) and not np.allclose(xy, last_xy, atol=1e-2)
+        spread, last_spread = (np.linalg.norm(a - a.mean(1, keepdims=True)) for a in (xy, last_xy))
+        assert spread == pytest.approx(last_spread, rel=1e-3)
     at.session_state[maps_component(at)[0]] = {"row": 3, "level": "local"}  # what a click on frame 3 sends
     at.run()
     assert not at.exception and at.subheader[0].value == "The frame and its nearest neighbours"
@@ -223,7 +230,6 @@ def test_thumbnails_are_the_frames():
     import io
     import sys
 
-    import numpy as np
     from PIL import Image
 
     sys.path.insert(0, str(APP))

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from hico.eval.features import Features
-from hico.eval.maps import leave_one_video_out_knn, level_maps, nearest, silhouettes
+from hico.eval.maps import align_map, leave_one_video_out_knn, level_maps, nearest, silhouettes
 
 
 def feats(levels: dict, labels, video) -> Features:
@@ -87,3 +87,21 @@ def test_precomputed_distances_give_umap_the_graph_of_its_cosine_metric():
     precomputed = umap.UMAP(**{**params, "metric": "precomputed"}).fit(cosine_distances(x)).graph_
     assert (cosine != 0).sum() == (precomputed != 0).sum() > 120 * 10
     assert abs(cosine - precomputed).max() < 1e-5
+
+
+def test_align_map_undoes_a_turn_a_mirror_a_scale_and_a_shift():
+    reference = np.random.default_rng(0).normal(size=(30, 2))
+    t = np.deg2rad(30)
+    turn_and_mirror = np.array([[np.cos(t), -np.sin(t)], [np.sin(t), np.cos(t)]]) @ np.diag([1.0, -1.0])
+    moved = 3.0 * reference @ turn_and_mirror + np.array([5.0, -2.0])
+    np.testing.assert_allclose(align_map(moved, reference), reference, atol=1e-5)
+    # a different map keeps its shape: all its distances scale by one factor
+    other = np.random.default_rng(1).normal(size=(30, 2))
+    aligned = align_map(other, reference)
+
+    def dist(x):
+        return np.linalg.norm(x[:, None] - x[None], axis=-1)[np.triu_indices(30, 1)]
+
+    ratio = dist(aligned) / dist(other)
+    np.testing.assert_allclose(ratio, ratio[0], rtol=1e-5)
+    assert np.linalg.norm(aligned - aligned.mean(0)) == pytest.approx(np.linalg.norm(reference - reference.mean(0)))

@@ -57,6 +57,22 @@ def nearest(x: np.ndarray, row: int, n: int = 5) -> np.ndarray:
     return top[np.argsort(-sim[top], kind="stable")]
 
 
+def align_map(xy: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """``xy`` (F, 2) scaled to the spread of ``reference`` (F, 2), the same frames' map, then turned, mirrored and
+    shifted to lie as close to it as possible (orthogonal Procrustes). A UMAP map's orientation is arbitrary: the
+    app aligns the maps of a run's epochs on its last epoch's, so that the slider shows the points move, not the
+    map spin. The shape of ``xy`` is unchanged (every distance is multiplied by the same factor)."""
+    from scipy.linalg import orthogonal_procrustes
+
+    a = np.asarray(xy, np.float64) - np.mean(xy, axis=0)
+    b = np.asarray(reference, np.float64) - np.mean(reference, axis=0)
+    if not np.linalg.norm(a) or not np.linalg.norm(b):
+        return np.asarray(xy, np.float32)
+    rotation, _ = orthogonal_procrustes(a, b)
+    scale = np.linalg.norm(b) / np.linalg.norm(a)
+    return (scale * a @ rotation + np.mean(reference, axis=0)).astype(np.float32)
+
+
 def level_maps(features: Features, cache_dir=None) -> dict:
     """Everything an embedding map of the three levels shows: per level the features, their 2-D UMAP (cached on
     disk by content, see :func:`hico.eval.embed.umap_2d`), leave-one-video-out k-NN accuracy and silhouette; and
