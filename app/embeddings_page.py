@@ -8,6 +8,7 @@ it kept at those epochs (``features/epoch_NNNN.npz``). Maps are cached per check
 from __future__ import annotations
 
 import hashlib
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -98,12 +99,33 @@ def snapshot_maps(path: str, key: str) -> dict:
 
 @st.cache_data(max_entries=16, show_spinner=False)
 def checkpoint_maps(spec: str, key: str, data: str, size: int, per_video: int) -> dict:
-    """Maps of a checkpoint's features on the dataset (``key`` changes when the checkpoint does)."""
-    from hico.eval.features import extract_features, load_model
+    """Maps of a checkpoint's features on the dataset (``key`` changes when the checkpoint does).
+
+    The features are also kept on disk (:func:`features_file`), and UMAP keeps its own disk cache, so a checkpoint
+    mapped once maps again in a fraction of a second after the app restarts.
+    """
+    from hico.eval.features import Features, extract_features, load_model
     from hico.eval.maps import level_maps
 
-    model = load_model(spec)
-    return level_maps(extract_features(model, load_dataset(data), size=size, per_video=per_video))
+    videos = load_dataset(data)
+    path = features_file(key, data, size, per_video, videos)
+    try:
+        features = Features.load(path)
+    except (OSError, ValueError, zipfile.BadZipFile):  # not there yet, or unreadable: extract again
+        features = extract_features(load_model(spec), videos, size=size, per_video=per_video)
+        features.save(path)
+    return level_maps(features)
+
+
+def features_file(key: str, data: str, size: int, per_video: int, videos) -> Path:
+    """``<hico cache>/app/features/<hash>.npz``: the hash names the checkpoint (``key``: path and mtime), the frame
+    selection, and the dataset (every source file's path, mtime and size, and every video's class and group)."""
+    from hico.data.cache import default_cache_dir, source_key
+
+    files = [f for v in videos.videos for f in v.files]
+    labels = "|".join(f"{v.video_id}:{v.label}:{v.group}" for v in videos.videos)
+    text = f"{key}|{Path(data).resolve()}|{size}|{per_video}|{source_key(files, size)}|{labels}"
+    return default_cache_dir() / "app" / "features" / f"{hashlib.sha1(text.encode()).hexdigest()}.npz"
 
 
 def show(maps: dict, colour: str, data: str, key: str) -> None:

@@ -225,6 +225,31 @@ def test_embeddings_epoch_slider_falls_back_to_the_kept_features(tiny_runs, tmp_
     assert len(maps_component(at)[1]["text"]) == 72  # 36 videos x train.knn_frames_per_video=2
 
 
+def test_embeddings_keep_a_checkpoints_features_on_disk(tiny_runs, tmp_path, monkeypatch):
+    import hico.eval.features
+
+    monkeypatch.setenv("HICO_RUNS", str(tiny_runs))
+    cached = tmp_path / "cache" / "app" / "features"  # HICO_CACHE is tmp_path/cache
+    at = page("embeddings_page", timeout=180).run()
+    before = set(cached.glob("*.npz"))
+    at.selectbox[1].set_value("final backbone").run()
+    assert not at.exception and len(set(cached.glob("*.npz")) - before) == 1
+    maps = maps_component(at)[1]
+
+    import embeddings_page  # the app's module, imported by the AppTest runs above
+
+    embeddings_page.checkpoint_maps.clear()  # as after a restart: nothing in memory
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("features extracted again instead of read from the disk cache")
+
+    monkeypatch.setattr(hico.eval.features, "extract_features", refuse)
+    at = page("embeddings_page", timeout=180).run()
+    at.selectbox[1].set_value("final backbone").run()
+    assert not at.exception, at.exception
+    assert maps_component(at)[1]["levels"] == maps["levels"]
+
+
 def test_thumbnails_are_the_frames():
     import base64
     import io
