@@ -2,7 +2,8 @@
 
 Times, in one run: features of a checkpoint (a trained model's forward pass over the frames), the first maps
 (UMAP of three levels with numba compiling: the app's first visit), maps of new features (numba warm, UMAP
-not cached: a new checkpoint or epoch), and the same maps again (UMAP read from its disk cache). Targets
+not cached: a new checkpoint or epoch), the same maps again (UMAP read from its disk cache), and a checkpoint
+mapped before, after a restart (its features and UMAP read from disk). Targets
 (issue 5): a first UMAP under 30 s, a map of 1,000 frames from a cached checkpoint under 3 s.
 
     .venv/bin/python bench/embedding_map.py                       # a synthetic set of 63 videos x 16 frames
@@ -28,7 +29,7 @@ def main() -> None:
 
     from hico.data import scan
     from hico.data.synth import write_dataset
-    from hico.eval.features import extract_features
+    from hico.eval.features import Features, extract_features
     from hico.eval.maps import level_maps
     from hico.models import HiCoNet, ModelConfig
 
@@ -52,6 +53,10 @@ def main() -> None:
             t = time.perf_counter()
             level_maps(f, cache_dir=tmp / "umap")
             timed[name] = time.perf_counter() - t
+        f2.save(tmp / "features.npz")  # the app keeps a checkpoint's features on disk: after a restart, it reads
+        t = time.perf_counter()  # them and their UMAP back instead of running the model over every frame again
+        level_maps(Features.load(tmp / "features.npz"), cache_dir=tmp / "umap")
+        timed["checkpoint after a restart"] = time.perf_counter() - t
 
     n = len(f1)
     print(f"{n} frames of {len(videos)} videos, features at {args.size} px, {torch.get_num_threads()} threads")
