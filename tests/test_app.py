@@ -106,6 +106,20 @@ def test_train_page_launches_a_run_in_its_own_process_and_stops_it(tmp_path, sto
     assert (run.path / "checkpoints" / "last.pt").is_file()
 
 
+def test_train_page_empty_state_launches_the_demo_preset(tmp_path, stop_launched_runs):
+    at = page("train_page").run()
+    assert "No runs yet" in at.info[0].value
+    [b for b in at.button if b.label == "Launch the demo preset"][0].click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    (run,) = list_runs(tmp_path / "runs")
+    deadline = time.time() + 120
+    while not (run.path / "config.yaml").is_file() and time.time() < deadline:
+        time.sleep(0.5)
+    config = yaml.safe_load((run.path / "config.yaml").read_text())
+    assert (config["name"], config["train"]["epochs"], config["augment"]["size"]) == ("hico", 10, 64)
+    assert Path(config["data"]["path"]).resolve() == SAMPLES.resolve()
+
+
 @pytest.fixture(scope="module")
 def tiny_runs(tmp_path_factory) -> Path:
     """A runs folder holding one short finished demo run on data_samples/."""
