@@ -242,6 +242,10 @@ def test_embeddings_epoch_slider_falls_back_to_the_kept_features(tiny_runs, tmp_
 def test_embeddings_keep_a_checkpoints_features_on_disk(tiny_runs, tmp_path, monkeypatch):
     import hico.eval.features
 
+    monkeypatch.syspath_prepend(str(APP))
+    import embeddings_page  # the app's module (the AppTest runs below use this same one)
+
+    embeddings_page.checkpoint_maps.clear()  # earlier tests may have mapped the same checkpoint in memory
     monkeypatch.setenv("HICO_RUNS", str(tiny_runs))
     cached = tmp_path / "cache" / "app" / "features"  # HICO_CACHE is tmp_path/cache
     at = page("embeddings_page", timeout=180).run()
@@ -249,9 +253,6 @@ def test_embeddings_keep_a_checkpoints_features_on_disk(tiny_runs, tmp_path, mon
     at.selectbox[1].set_value("final backbone").run()
     assert not at.exception and len(set(cached.glob("*.npz")) - before) == 1
     maps = maps_component(at)[1]
-
-    import embeddings_page  # the app's module, imported by the AppTest runs above
-
     embeddings_page.checkpoint_maps.clear()  # as after a restart: nothing in memory
 
     def refuse(*args, **kwargs):
