@@ -92,6 +92,13 @@ def test_every_page_renders_in_chromium(server, tmp_path):
             assert not page.get_by_text("Page not found").count(), path
             page.screenshot(path=str(shots / f"{path or 'data'}.png"), full_page=False)
         hover_and_click_a_map_point(page, shots)
+        dark = browser.new_page(viewport={"width": 1400, "height": 1000}, color_scheme="dark")
+        dark.goto(f"{server}/embeddings")  # Streamlit follows the system's dark mode, and so do the maps
+        maps = dark.frame_locator('iframe[title="level_maps.level_maps"]')
+        maps.locator("path.point").first.wait_for(timeout=120_000)
+        background = maps.locator(".map").first.evaluate("d => d._fullLayout.paper_bgcolor")  # plotly's: white
+        assert brightness(background) < 80, background  # unless the component follows the theme
+        dark.screenshot(path=str(shots / "embeddings-dark.png"), full_page=False)
         page.goto(f"{server}/train")  # navigation by the sidebar works too
         page.get_by_role("link", name="Curves").click()
         page.get_by_text("Training loss").first.wait_for(timeout=60_000)
@@ -122,3 +129,11 @@ def hover_and_click_a_map_point(page, shots: Path) -> None:
     page.mouse.click(x, y)
     page.get_by_text("The frame and its nearest neighbours").wait_for(timeout=60_000)
     assert page.get_by_text("global level").count()
+
+
+def brightness(colour: str) -> float:
+    """Mean of the red, green and blue channels (0-255) of a CSS colour ``#rrggbb`` or ``rgb(r, g, b)``."""
+    if colour.startswith("#"):
+        hex6 = "".join(c * 2 for c in colour[1:]) if len(colour) == 4 else colour[1:]  # #fff is #ffffff
+        return sum(int(hex6[i : i + 2], 16) for i in (0, 2, 4)) / 3
+    return sum(float(c) for c in colour[colour.index("(") + 1 : -1].split(",")[:3]) / 3
