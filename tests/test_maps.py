@@ -59,10 +59,10 @@ def test_level_maps_gives_every_level_a_map_and_caches_it_on_disk(tmp_path):
 
 
 def test_cosine_distances_by_hand():
-    from hico.eval.embed import cosine_distances
+    from sklearn.metrics.pairwise import cosine_distances  # what umap_2d hands umap-learn
 
     x = np.array([[1, 0], [0, 2], [3, 3], [-1, 0], [0, 0]], np.float32)
-    d = cosine_distances(x)
+    d = cosine_distances(x.astype(np.float64))  # as umap_2d calls it
     s = 1 / np.sqrt(2)
     expected = [
         [0, 1, 1 - s, 2, 1],
@@ -78,13 +78,14 @@ def test_precomputed_distances_give_umap_the_graph_of_its_cosine_metric():
     # umap_2d hands umap-learn the cosine distance matrix (metric="precomputed") instead of the cosine metric:
     # the fuzzy neighbour graph the layout is optimised from must be the same.
     import umap
+    from sklearn.metrics.pairwise import cosine_distances
 
-    from hico.eval.embed import UMAP_DEFAULTS, cosine_distances
+    from hico.eval.embed import UMAP_DEFAULTS
 
     x = np.random.default_rng(0).normal(size=(120, 8)).astype(np.float32)
     params = {**UMAP_DEFAULTS, "n_epochs": 5}
     cosine = umap.UMAP(**params).fit(x).graph_
-    precomputed = umap.UMAP(**{**params, "metric": "precomputed"}).fit(cosine_distances(x)).graph_
+    precomputed = umap.UMAP(**{**params, "metric": "precomputed"}).fit(cosine_distances(x.astype(np.float64))).graph_
     assert (cosine != 0).sum() == (precomputed != 0).sum() > 120 * 10
     assert abs(cosine - precomputed).max() < 1e-5
 

@@ -89,7 +89,9 @@ def umap_2d(x: np.ndarray, cache_dir: str | os.PathLike[str] | None = None, **pa
     fit = {**params, "n_neighbors": max(2, min(int(params["n_neighbors"]), len(x) - 1))}
     data = x
     if fit["metric"] == "cosine" and len(x) <= PRECOMPUTED_UP_TO:
-        fit["metric"], data = "precomputed", cosine_distances(x)
+        from sklearn.metrics.pairwise import cosine_distances  # in [0, 2], zero on the diagonal
+
+        fit["metric"], data = "precomputed", cosine_distances(x.astype(np.float64))
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*n_jobs value.*")  # random_state forces one thread
         warnings.filterwarnings("ignore", message=".*Graph is not fully connected.*")
@@ -97,16 +99,6 @@ def umap_2d(x: np.ndarray, cache_dir: str | os.PathLike[str] | None = None, **pa
         y = umap.UMAP(n_components=2, **fit).fit_transform(data).astype(np.float32)
     atomic_write(path, lambda f: np.save(f, y), mode="wb")
     return y
-
-
-def cosine_distances(x: np.ndarray) -> np.ndarray:
-    """(F, F) cosine distances 1 - cos(x_i, x_j) of the rows of ``x``, in [0, 2], zero on the diagonal (a zero row
-    is at distance 1 from every other row)."""
-    x = np.asarray(x, dtype=np.float64)
-    unit = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
-    d = np.clip(1.0 - unit @ unit.T, 0.0, 2.0)
-    np.fill_diagonal(d, 0.0)
-    return d
 
 
 def thumbs_dir(out: str | os.PathLike[str]) -> Path:
