@@ -88,14 +88,11 @@ def map_payload(maps: dict, colour: str, thumbs: list[str], key: str, height: in
 
 def thumbnail_uris(frames, size: int = THUMB) -> list[str]:
     """``data:image/jpeg;base64,...`` of each frame (H, W) or (H, W, C) uint8, resized to ``size`` px."""
-    from PIL import Image
+    from hico.eval.embed import thumbnail
 
     out = []
     for frame in frames:
-        img = Image.fromarray(np.asarray(frame))
-        if img.size != (size, size):
-            img = img.resize((size, size), Image.Resampling.BILINEAR, reducing_gap=2.0)
         buf = io.BytesIO()
-        img.save(buf, format="JPEG", quality=80)
+        thumbnail(frame, size).save(buf, format="JPEG", quality=80)
         out.append("data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode("ascii"))
     return out

@@ -107,13 +107,21 @@ def thumbs_dir(out: str | os.PathLike[str]) -> Path:
     return out.with_name(f"{out.stem}_thumbs")
 
 
+def thumbnail(frame: np.ndarray, size: int = THUMB_SIZE):
+    """Frame (H, W) or (H, W, C) uint8 as a ``size`` x ``size`` PIL image (bilinear, antialiased when shrinking)."""
+    from PIL import Image
+
+    img = Image.fromarray(np.asarray(frame))
+    if img.size != (size, size):
+        img = img.resize((size, size), Image.Resampling.BILINEAR, reducing_gap=2.0)
+    return img
+
+
 def write_thumbnails(videos, picks: np.ndarray, folder: Path, size: int = THUMB_SIZE) -> list[str]:
     """Save frame ``picks[n]`` as ``folder/NNNNNN.png`` (size x size grey); returns the file names in order.
 
     The folder is written next to its final place and swapped in at the end, replacing an older one.
     """
-    from PIL import Image
-
     folder = Path(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.tmp-"))
@@ -123,11 +131,8 @@ def write_thumbnails(videos, picks: np.ndarray, folder: Path, size: int = THUMB_
         for n, (v, f) in enumerate(picks):
             if v != current:
                 current, frames = int(v), videos.frames(int(v))
-            img = Image.fromarray(np.asarray(frames[f]))
-            if img.size != (size, size):
-                img = img.resize((size, size), Image.Resampling.BILINEAR, reducing_gap=2.0)
             name = f"{n:06d}.png"
-            img.save(tmp / name)
+            thumbnail(frames[f], size).save(tmp / name)
             names.append(name)
         if folder.exists():
             shutil.rmtree(folder)
