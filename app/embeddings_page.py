@@ -151,26 +151,28 @@ def frame_thumbnails(data: str, video_ids: np.ndarray, frames: np.ndarray) -> li
     """JPEG data URIs of the mapped frames (cached per dataset and frame list)."""
     from level_maps import thumbnail_uris
 
+    return thumbnail_uris(pictures(data, video_ids, frames))
+
+
+def pictures(data: str, video_ids, frames) -> list[np.ndarray]:
+    """Frame ``frames[n]`` of video ``video_ids[n]`` of the dataset, for each n."""
     videos = load_dataset(data)
     index = {v.video_id: i for i, v in enumerate(videos.videos)}
-    return thumbnail_uris(videos.frames(index[v])[int(f)] for v, f in zip(video_ids, frames, strict=True))
+    return [videos.frames(index[v])[int(f)] for v, f in zip(video_ids, frames, strict=True)]
 
 
 def neighbours(maps: dict, row: int, data: str) -> None:
     from hico.eval.maps import nearest
 
-    videos = load_dataset(data)
-    index = {v.video_id: i for i, v in enumerate(videos.videos)}
-
-    def picture(i: int):
-        return videos.frames(index[maps["video_ids"][i]])[int(maps["frame"][i])]
+    def images(rows) -> list[np.ndarray]:
+        return pictures(data, [maps["video_ids"][i] for i in rows], [maps["frame"][i] for i in rows])
 
     def caption(i: int) -> str:
         return f"{maps['classes'][maps['labels'][i]]} · {maps['video_ids'][i]} · {maps['frame'][i]}"
 
     st.subheader("The frame and its nearest neighbours")
-    st.image(picture(row), caption=caption(row), width=160)
+    st.image(images([row])[0], caption=caption(row), width=160)
     for name, x in maps["levels"].items():
         near = nearest(x, row, n=6)
         st.caption(f"{name} level")
-        st.image([picture(i) for i in near], caption=[caption(i) for i in near], width=110)
+        st.image(images(near), caption=[caption(i) for i in near], width=110)
