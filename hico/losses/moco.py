@@ -58,18 +58,18 @@ class MoCoLoss(nn.Module):
         soft_nn_temperature: float = 0.07,
     ):
         super().__init__()
-        if not 0 <= support_size <= queue_size:
-            raise ValueError(f"MoCoLoss: support_size must be in [0, queue_size={queue_size}], got {support_size}")
-        if not soft_nn_temperature > 0:
-            raise ValueError(f"MoCoLoss: soft_nn_temperature must be > 0, got {soft_nn_temperature}")
-        self.support_size, self.soft_nn_temperature = support_size, soft_nn_temperature
         if queue_size < 1:
             raise ValueError(f"MoCoLoss: queue_size must be at least 1, got {queue_size}")
         if not temperature > 0:
             raise ValueError(f"MoCoLoss: temperature must be > 0, got {temperature}")
         if not 0 <= momentum < 1:
             raise ValueError(f"MoCoLoss: momentum must be in [0, 1), got {momentum}")
+        if not 0 <= support_size <= queue_size:
+            raise ValueError(f"MoCoLoss: support_size must be in [0, queue_size={queue_size}], got {support_size}")
+        if not soft_nn_temperature > 0:
+            raise ValueError(f"MoCoLoss: soft_nn_temperature must be > 0, got {soft_nn_temperature}")
         self.temperature, self.momentum, self.key = temperature, momentum, key
+        self.support_size, self.soft_nn_temperature = support_size, soft_nn_temperature
         self.register_buffer("queue", F.normalize(torch.randn(queue_size, dim), dim=1))
         self.register_buffer("ptr", torch.zeros((), dtype=torch.long))
         self.register_buffer("filled", torch.zeros((), dtype=torch.long))
