@@ -92,14 +92,21 @@ class IVPPPairs:
             return np.zeros(2, dtype=np.int64), 1.0
         d_max = self.max_distance
         anchor = int(rng.integers(n_frames))
-        partners = np.arange(max(0, anchor - d_max), min(n_frames, anchor + d_max + 1))
-        partner = int(rng.choice(partners[partners != anchor]))
+        partner = frame_near(n_frames, anchor, d_max, rng)
         weight = (d_max - abs(partner - anchor) + 1) / (d_max + 1)
         return np.array([anchor, partner], dtype=np.int64), weight
 
     def combine(self, views: torch.Tensor, weights: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, 2, C, H, W) augmented frames -> the two views, each (B, C, H, W)."""
         return views[:, 0], views[:, 1]
+
+
+def frame_near(n_frames: int, anchor: int, max_distance: int, rng: np.random.Generator) -> int:
+    """A frame 1 .. ``max_distance`` frames from ``anchor``, uniform over those in the video (IVPP's partner, UCL's
+    positive); ``anchor`` itself in a one-frame video."""
+    near = np.arange(max(0, anchor - max_distance), min(n_frames, anchor + max_distance + 1))
+    near = near[near != anchor]
+    return int(rng.choice(near)) if len(near) else anchor
 
 
 def intra_video_negatives(
@@ -170,9 +177,7 @@ class UCLFrames:
     def sample(self, n_frames: int, rng: np.random.Generator) -> tuple[np.ndarray, float]:
         """Frame indices (anchor, positive, negative_1 .. negative_M) and a weight (unused: 1.0)."""
         anchor = int(rng.integers(n_frames))
-        near = np.arange(max(0, anchor - self.positive_window), min(n_frames, anchor + self.positive_window + 1))
-        near = near[near != anchor]
-        positive = int(rng.choice(near)) if len(near) else anchor
+        positive = frame_near(n_frames, anchor, self.positive_window, rng)
         negs = intra_video_negatives(
             n_frames, anchor, self.negatives, rng, self.current_window(), min_distance=self.positive_window + 1
         )
