@@ -95,7 +95,7 @@ def finetune_section(spec: str, data: Path, size: int, where: Path) -> None:
 
 
 def show_results(results: dict, name: str) -> None:
-    from hico.eval.finetune import PROTOCOL_LABELS, PROTOCOLS
+    from hico.eval.finetune import PROTOCOL_LABELS, PROTOCOLS, ci_unit
 
     st.markdown(
         f"**{name}**: {results['config']['folds']} folds × {results['config']['epochs']} epochs, {results['n_videos']} videos"
@@ -110,6 +110,7 @@ def show_results(results: dict, name: str) -> None:
         })  # fmt: skip
     st.dataframe(rows, hide_index=True)
     st.caption(
+        f"95% CI: bootstrap over test {ci_unit(results)}s. "
         "The best-TEST-epoch row is the authors' protocol: it picks the epoch on the test set and is biased upwards."
     )
     st.plotly_chart(

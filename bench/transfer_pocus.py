@@ -114,8 +114,8 @@ def format_table(rows: list[dict], folds: int) -> str:
     lines.append(
         f"accuracy: frames, {folds} folds grouped by patient, confusion matrices summed; [95% CI]: bootstrap over"
     )
-    lines.append("videos; macro F1 and video accuracy (majority vote): final epoch. The 'best TEST epoch' column is")
-    lines.append("the authors' protocol and is biased upwards: quote the honest ones.")
+    lines.append("patient groups; macro F1 and video accuracy (majority vote): final epoch. The 'best TEST epoch'")
+    lines.append("column is the authors' protocol and is biased upwards: quote the honest ones.")
     return "\n".join(lines)
 
 

@@ -17,6 +17,7 @@ from hico.eval.finetune import (
     EvalSet,
     FinetuneConfig,
     FinetuneNet,
+    accuracy_interval,
     make_augment,
     train_epoch,
 )
@@ -138,6 +139,18 @@ def test_bootstrap_frames_matches_index_resampling():
         bootstrap_ci([], [])
 
 
+def test_interval_resamples_patients_not_videos():
+    # Patient A: videos a1 (one frame, right) and a2 (one frame, wrong); patient B: video b (one frame, right).
+    y_true, y_pred = np.array([0, 0, 0]), np.array([0, 1, 0])
+    videos = np.array(["a1", "a2", "b"])
+    group_of = {"a1": "A", "a2": "A", "b": "B"}
+    # a1 and a2 always drawn together: A drawn k times, B 2 - k times, accuracy (k + 2 - k) / (2k + 2 - k) =
+    # 2 / (k + 2): 1 (k = 0, prob 1/4), 2/3 (k = 1, 1/2), 1/2 (k = 2, 1/4). Both tails hold 1/4 > 2.5 %.
+    assert accuracy_interval(y_true, y_pred, videos, group_of, n=4000, seed=0) == pytest.approx((0.5, 1.0))
+    # Resampling videos (a1, a2 apart) reaches accuracy 0 when neither a1 nor b is drawn: (1/3)^3 = 1/27 > 2.5 %.
+    assert bootstrap_ci(y_true, y_pred, n=4000, seed=0, groups=videos) == pytest.approx((0.0, 1.0))
+
+
 # -------------------------------------------------------------------------------------------- model / modes
 
 EXPECTED_TRAINABLE = {
@@ -244,9 +257,17 @@ def tiny(tmp_path_factory):
     return write_dataset(tmp_path_factory.mktemp("ft") / "ds", 6, 4, 64, progress=False)
 
 
-def test_cli_end_to_end(tiny, tmp_path, capsys):
+def test_cli_end_to_end(tiny, tmp_path, capsys, monkeypatch):
     from hico.data import scan
+    from hico.eval import finetune as ft
 
+    units = []  # the resampling unit of each test frame, for each interval computed
+
+    def spy(*args, groups=None, **kwargs):
+        units.append(np.asarray(groups))
+        return bootstrap_ci(*args, groups=groups, **kwargs)
+
+    monkeypatch.setattr(ft, "bootstrap_ci", spy)
     out = tmp_path / "run"
     argv = ["finetune", "--backbone", "random", "--data", str(tiny), "--folds", "2", "--epochs", "2"]
     argv += ["--size", "64", "--batch-size", "8", "--out", str(out), "--no-cache", "--no-progress"]
@@ -288,6 +309,13 @@ def test_cli_end_to_end(tiny, tmp_path, capsys):
         assert s[p]["accuracy_ci"][0] <= s[p]["accuracy"] <= s[p]["accuracy_ci"][1]
         assert set(s[p]["per_class"]) == set(CLASSES) and 0 <= s[p]["video_accuracy"] <= 1
     assert s["optimistic_best_test"]["accuracy"] >= s["honest_final"]["accuracy"]
+
+    # The interval resamples patients: 9 units (2 videos each) of 8 test frames, not 18 videos of 4 frames.
+    assert all(s[p]["bootstrap_unit"] == "patient group" for p in PROTOCOLS) and len(units) == len(PROTOCOLS)
+    for u in units:
+        names, counts = np.unique(u, return_counts=True)
+        assert set(names) == set(group.values()) and len(names) == 9 and set(counts) == {8}
+    assert "CI: bootstrap over test patient groups" in printed
 
 
 def test_cli_missing_data_is_one_line_error(tmp_path, capsys):

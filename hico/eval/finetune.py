@@ -45,7 +45,10 @@ so they differ only in how the epoch is chosen (training on 80 % of the fold's t
 three a little against training on all of them). Per fold and over folds (confusion matrices summed, then
 accuracy = trace / total): confusion matrix, accuracy, per-class precision / recall / F1, macro F1,
 video-level accuracy (majority vote of the frames, ties to the lowest class index), and a bootstrap 95 %
-interval of the total accuracy that resamples videos.
+interval of the total accuracy that resamples PATIENT GROUPS (``split_group``, the unit the folds are split
+by): all test frames of all videos of one patient are drawn, or not, together. Resampling videos instead would
+treat two videos of one patient as independent and make the interval too narrow. Each protocol's summary in
+``results.json`` names the unit: ``"bootstrap_unit": "patient group"`` (:data:`BOOTSTRAP_UNIT`).
 """
 
 from __future__ import annotations
@@ -108,6 +111,9 @@ AUGMENT = {
 }
 """Training augmentation (:class:`BatchAugment` overrides besides ``size``): crop and flip as the authors, mild
 jitter."""
+
+BOOTSTRAP_UNIT = "patient group"
+"""What the accuracy interval resamples (``summary[protocol]["bootstrap_unit"]`` in ``results.json``)."""
 
 EVAL_CACHE_BYTES = 2 * 1024**3
 """Largest cache of the frozen prefix's output on one evaluation set; larger sets recompute it each epoch."""
@@ -447,6 +453,23 @@ def _choose_epochs(history: list[dict]) -> dict[str, int]:
     return {"honest_final": final, "honest_val": val, "optimistic_best_test": best}
 
 
+def accuracy_interval(
+    y_true: np.ndarray, y_pred: np.ndarray, video_ids: np.ndarray, group_of: dict[str, str], n: int, seed: int
+) -> tuple[float, float]:
+    """Bootstrap 95 % interval of the frame accuracy that resamples patient groups (:data:`BOOTSTRAP_UNIT`).
+
+    Args:
+        y_true, y_pred: (F,) true and predicted class of each test frame.
+        video_ids: (F,) video of each frame.
+        group_of: patient group of each video id (``Video.group``: the ``split_group`` the folds are split by).
+        n, seed: bootstrap replicates and seed (:func:`~hico.eval.metrics.bootstrap_ci`).
+
+    All frames of all videos of one patient are drawn together, as many times as that patient is drawn.
+    """
+    patients = np.array([group_of[v] for v in np.asarray(video_ids).tolist()])
+    return bootstrap_ci(y_true, y_pred, n=n, seed=seed, groups=patients)
+
+
 # ------------------------------------------------------------------------------------------------------- run
 
 
@@ -465,7 +488,8 @@ def finetune(backbone_spec: str, videos: VideoDataset, cfg: FinetuneConfig, prog
         (what each protocol means), ``folds`` (per fold: ``train_videos``, ``val_videos``, ``test_videos``
         ids, frame counts, per-epoch ``history`` and the three protocols' metrics), ``summary`` (per
         protocol over all folds: summed ``confusion``, ``accuracy``, ``accuracy_ci``, ``per_class``,
-        ``macro_f1``, ``video_accuracy``, chosen ``epochs`` (1-based), ``fold_accuracy``) and ``seconds``.
+        ``macro_f1``, ``video_accuracy``, chosen ``epochs`` (1-based), ``fold_accuracy``, and
+        ``bootstrap_unit``: ``"patient group"``, what ``accuracy_ci`` resamples) and ``seconds``.
     """
     from tqdm.auto import tqdm
 
@@ -552,18 +576,20 @@ def finetune(backbone_spec: str, videos: VideoDataset, cfg: FinetuneConfig, prog
             }
         )
 
+    group_of = {v.video_id: v.group for v in videos.videos}
     summary = {}
     for name in PROTOCOLS:
         y = np.concatenate([c[name][0] for c in chosen])
         p = np.concatenate([c[name][1] for c in chosen])
         v = np.concatenate([c[name][2] for c in chosen])
-        low, high = bootstrap_ci(y, p, n=cfg.bootstrap, seed=cfg.seed, groups=v)
+        low, high = accuracy_interval(y, p, v, group_of, n=cfg.bootstrap, seed=cfg.seed)
         fold_acc = [fold["protocols"][name]["accuracy"] for fold in folds]
         summary[name] = {
             "description": PROTOCOL_DESCRIPTIONS[name],
             "epochs": [fold["protocols"][name]["epoch"] for fold in folds],
             **protocol_metrics(y, p, v, classes),
             "accuracy_ci": [low, high],
+            "bootstrap_unit": BOOTSTRAP_UNIT,
             "fold_accuracy": fold_acc,
             "fold_accuracy_mean": float(np.mean(fold_acc)),
             "fold_accuracy_std": float(np.std(fold_acc)),
@@ -587,6 +613,12 @@ def finetune(backbone_spec: str, videos: VideoDataset, cfg: FinetuneConfig, prog
 
 def _pct(x: float) -> str:
     return f"{100 * x:.1f}"
+
+
+def ci_unit(results: dict) -> str:
+    """What the accuracy interval of ``results`` resampled: ``"patient group"``, or ``"video"`` for a
+    ``results.json`` written before the unit was recorded (those resampled videos)."""
+    return results["summary"][PROTOCOLS[0]].get("bootstrap_unit", "video")
 
 
 def format_results(results: dict) -> str:
@@ -614,7 +646,7 @@ def format_results(results: dict) -> str:
     for name in PROTOCOLS:
         lines.append(f"epochs per fold, {PROTOCOL_LABELS[name]}: {', '.join(map(str, summary[name]['epochs']))}")
     lines.append(
-        "accuracy: frames, confusion matrices summed over folds; CI: bootstrap over test videos; "
+        f"accuracy: frames, confusion matrices summed over folds; CI: bootstrap over test {ci_unit(results)}s; "
         "video acc: majority vote; R: recall (%)."
     )
     lines.append(

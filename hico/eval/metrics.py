@@ -5,10 +5,10 @@
   macro F1 (the unweighted mean of the per-class F1 over all K classes). A ratio whose denominator is 0 (no
   prediction of a class, no sample of a class, or precision = recall = 0) is reported as 0, silently.
 - :func:`video_vote`: one prediction per video from its frames' predictions.
-- :func:`bootstrap_ci`: a percentile bootstrap interval of the accuracy, resampling videos (groups) when they
-  are given. Frames of one video are strongly correlated, so resampling frames as if they were independent
-  gives intervals that are far too narrow; resampling whole videos (the unit that was split into folds) is
-  the honest one.
+- :func:`bootstrap_ci`: a percentile bootstrap interval of the accuracy, resampling groups when they are
+  given. Frames of one video, and videos of one patient, are strongly correlated, so resampling frames (or
+  videos) as if they were independent gives intervals that are too narrow; resampling whole patient groups
+  (the unit that was split into folds) is the honest one.
 """
 
 from __future__ import annotations
@@ -149,10 +149,10 @@ def bootstrap_ci(
 ) -> tuple[float, float]:
     """Percentile bootstrap (1 - alpha) interval of the accuracy.
 
-    With ``groups`` (e.g. the video id of each frame): a cluster bootstrap. Each replicate draws as many groups
+    With ``groups`` (the patient group of each frame, the unit the folds were split by): a cluster bootstrap. Each replicate draws as many groups
     as there are, with replacement, and its accuracy is (correct frames in the drawn groups) / (frames in the
-    drawn groups), so large videos weigh as much as in the point estimate. This is the honest interval for
-    frames, which are correlated within a video.
+    drawn groups), so large groups weigh as much as in the point estimate. With patient groups this is the
+    honest interval for frames, which are correlated within a video and within a patient.
 
     Without ``groups``: frames are resampled independently. A replicate's number of correct frames is then
     exactly Binomial(F, accuracy), which is what is drawn (same distribution as resampling indices, no
