@@ -37,6 +37,13 @@ def page() -> None:
     if videos.unreadable:
         with st.expander(f"{len(videos.unreadable)} unreadable files (skipped)"):
             st.text("\n".join(reason for _, reason in videos.unreadable))
+    if videos.refused:
+        st.warning(
+            f"{len(videos.refused)} rows of index.csv refused: their files lie outside the dataset folder, "
+            "so they were neither read nor shown."
+        )
+        with st.expander(f"{len(videos.refused)} refused rows"):
+            st.text("\n".join(reason for _, reason in videos.refused))
 
     st.subheader("Sample frames")
     labels = videos.labels

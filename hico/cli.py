@@ -1,6 +1,7 @@
 """The ``hico`` command line.
 
-    hico data scan PATH [--json]        what a dataset holds (videos, frames, classes, groups, unreadable files)
+    hico data scan PATH [--json]        what a dataset holds (videos, frames, classes, groups, unreadable files,
+                                        index rows refused because they point outside the dataset folder)
     hico data synth --out DIR           make the synthetic lung-ultrasound sample set
     hico model summary --config NAME    parameter counts of a method's model ('all': every named method)
     hico demo                           the end-to-end demo on data_samples/ (pairs and augmentations)
@@ -140,6 +141,9 @@ def format_scan_table(ds) -> str:
     lines.append("kinds: " + ", ".join(f"{n} {k}" for k, n in sorted(kinds.items())))
     lines.append(f"unreadable: {len(ds.unreadable)}")
     lines += [f"  {reason}" for _, reason in ds.unreadable]
+    if ds.refused:
+        lines.append(f"refused (outside the dataset folder, not read): {len(ds.refused)}")
+        lines += [f"  {reason}" for _, reason in ds.refused]
     return "\n".join(lines)
 
 

@@ -64,3 +64,46 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip("../shared/data is absent")
     return SHARED_DATA
+
+
+ESCAPING_ROWS = ("../../elsewhere/x.jpg", "ABS", "link.jpg", "/etc/passwd")
+"""The index rows of :func:`escaping_dataset` that point outside its root ("ABS": an absolute path)."""
+
+
+@pytest.fixture
+def escaping_dataset(tmp_path) -> tuple[Path, list[str]]:
+    """A dataset under ``tmp_path/allowed/ds`` whose index.csv names, besides one good 8-frame video inside it,
+    a real image outside it by ``../..``, another by its absolute path, one through a symbolic link inside the
+    root, and ``/etc/passwd``. Returns (root, the four outside paths as written in the index)."""
+    root = tmp_path / "allowed" / "ds"
+    for i in range(8):
+        write_image(root / "good" / f"{i}.png", ramp(8)[i])
+    x = write_image(tmp_path / "elsewhere" / "x.jpg", ramp(1)[0])
+    y = write_image(tmp_path / "elsewhere" / "y.jpg", ramp(1)[0])
+    (root / "link.jpg").symlink_to(x)
+    rows = [str(y) if r == "ABS" else r for r in ESCAPING_ROWS]
+    lines = ["file,video_id,class,split_group"] + [f"good/{i}.png,good,covid,p1" for i in range(8)]
+    lines += [f"{r},bad{k},regular,p{k + 2}" for k, r in enumerate(rows)]
+    (root / "index.csv").write_text("\n".join(lines) + "\n")
+    return root, rows
+
+
+@pytest.fixture
+def files_read(monkeypatch) -> list[Path]:
+    """Every file the frame cache fingerprints or decodes during the test (hico.data.cache is spied on)."""
+    from hico.data import cache
+
+    seen: list[Path] = []
+    key, read = cache.source_key, cache.read_source
+
+    def spy_key(files, size):
+        seen.extend(Path(f) for f in files)
+        return key(files, size)
+
+    def spy_read(files, size):
+        seen.extend(Path(f) for f in files)
+        return read(files, size)
+
+    monkeypatch.setattr(cache, "source_key", spy_key)
+    monkeypatch.setattr(cache, "read_source", spy_read)
+    return seen

@@ -57,6 +57,23 @@ def test_data_page_shows_a_pair_and_refuses_paths_outside_the_allowed_roots():
     assert at.error and "outside the folders this app may read" in at.error[0].value
 
 
+def test_data_page_refuses_index_rows_outside_the_dataset(escaping_dataset, files_read, monkeypatch):
+    import sys
+
+    root, outside = escaping_dataset
+    monkeypatch.setattr(sys, "argv", ["main.py", str(root.parent)])  # `streamlit run app/main.py -- allowed/`
+    at = page("data_page")
+    at.session_state["dataset"] = str(root)
+    at.run()
+    assert not at.exception
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["videos"] == "1" and metrics["unreadable"] == "0"
+    assert "4 rows of index.csv refused" in at.warning[0].value
+    refused = at.expander[-1]
+    assert refused.label == "4 refused rows" and all(p in refused.text[0].value for p in outside)
+    assert files_read and all(p.resolve().is_relative_to(root.resolve()) for p in files_read)
+
+
 @pytest.fixture
 def stop_launched_runs(tmp_path):
     """Stop any run a test launched, even when the test fails before it does (a 50-epoch run would go on)."""

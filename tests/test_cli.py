@@ -30,7 +30,19 @@ def test_scan_json_schema(small, capsys):
         "classes": {"covid": 1, "regular": 1},
         "groups": 2,
         "unreadable": [str(small / "regular" / "broken.avi")],
+        "refused": [],
     }
+
+
+def test_scan_refuses_index_rows_outside_the_dataset(escaping_dataset, files_read, capsys):
+    root, outside = escaping_dataset
+    assert main(["data", "scan", str(root), "--json", "--no-cache", "--size", "16"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["videos"] == 1 and out["unreadable"] == [] and out["refused"] == outside
+    assert all(p.resolve().is_relative_to(root.resolve()) for p in files_read)
+    assert main(["data", "scan", str(root), "--no-cache", "--size", "16"]) == 0
+    table = capsys.readouterr().out
+    assert "refused (outside the dataset folder, not read): 4" in table and "line 13: /etc/passwd" in table
 
 
 def test_scan_table(small, capsys):

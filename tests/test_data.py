@@ -146,6 +146,25 @@ def test_index_row_for_missing_file_is_reported_not_fatal(tmp_path):
     assert [p.name for p, _ in ds.unreadable] == ["gone.mp4"]
 
 
+def test_index_rows_outside_the_root_are_refused_and_never_read(escaping_dataset, files_read):
+    root, outside = escaping_dataset
+    ds = scan(root, size=16).load_all(progress=False)
+    assert [v.video_id for v in ds.videos] == ["good"] and ds.unreadable == []
+    assert [p for p, _ in ds.refused] == outside  # the paths as written, in index order
+    for (path, reason), line in zip(ds.refused, range(10, 14), strict=True):
+        assert reason == f"index.csv, line {line}: {path} is outside the dataset folder (refused, not read)"
+    assert ds.summary()["refused"] == outside
+    assert files_read and all(p.resolve().is_relative_to(root.resolve()) for p in files_read)
+    assert ds.with_classes(["covid"]).refused == ds.refused
+
+
+def test_index_with_only_outside_rows_is_a_one_line_error(tmp_path):
+    (tmp_path / "index.csv").write_text("file,video_id,class\n/etc/passwd,A,x\n")
+    with pytest.raises(DatasetError, match="1 refused, first: index.csv, line 2: /etc/passwd is outside") as e:
+        scan(tmp_path)
+    assert "\n" not in str(e.value)
+
+
 def test_corrupt_files_are_reported_by_path_and_skipped(tmp_path):
     write_clip(tmp_path / "covid" / "good.mp4", ramp(4))
     (tmp_path / "covid" / "garbage.mp4").write_bytes(os.urandom(2000))

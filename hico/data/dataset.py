@@ -9,6 +9,9 @@ Two on-disk layouts are read, and can be mixed:
 An optional ``root/index.csv`` (columns ``file, video_id, class`` and optionally ``split_group``; other columns
 are ignored) overrides the folder names: rows that share a ``video_id`` are the frames of one video. Without a
 ``split_group`` column the ``patient_id`` column is used, and without either each video is its own group.
+Every ``file`` an index names must lie inside ``root`` once resolved (``..``, absolute paths and symbolic links
+included): a row that points elsewhere is refused without the file being opened, and is listed in
+:attr:`VideoDataset.refused` with its line and the path as written (a video with such a row is left out).
 
 Frames are always ordered by the numbers in their names (``frame_2`` before ``frame_10``).
 """
@@ -67,6 +70,8 @@ class VideoDataset:
     videos: list[Video]
     cache: FrameCache
     unreadable: list[tuple[Path, str]] = field(default_factory=list)
+    refused: list[tuple[str, str]] = field(default_factory=list)
+    """Index rows refused because their file lies outside ``root``: (the path as written, reason)."""
 
     def __len__(self) -> int:
         return len(self.videos)
@@ -128,7 +133,8 @@ class VideoDataset:
 
     def subset(self, indices: Iterable[int]) -> VideoDataset:
         """A dataset of the chosen videos, sharing this one's cache."""
-        return VideoDataset(self.root, [self.videos[i] for i in indices], self.cache, list(self.unreadable))
+        videos = [self.videos[i] for i in indices]
+        return VideoDataset(self.root, videos, self.cache, list(self.unreadable), list(self.refused))
 
     def with_classes(self, classes: Sequence[str]) -> VideoDataset:
         """The videos of the named classes only; an unknown class name is an error naming it."""
@@ -139,13 +145,15 @@ class VideoDataset:
         return self.subset(i for i, v in enumerate(self.videos) if v.label in keep)
 
     def summary(self) -> dict:
-        """Counts: ``{"videos", "frames", "classes": {class: videos}, "groups", "unreadable": [paths]}``."""
+        """Counts: ``{"videos", "frames", "classes": {class: videos}, "groups", "unreadable": [paths],
+        "refused": [index paths as written, outside the dataset folder]}``."""
         return {
             "videos": len(self.videos),
             "frames": int(sum(self.n_frames(i) for i in range(len(self)))),
             "classes": dict(sorted(Counter(v.label for v in self.videos).items())),
             "groups": len({v.group for v in self.videos}),
             "unreadable": [str(p) for p, _ in self.unreadable],
+            "refused": [p for p, _ in self.refused],
         }
 
 
@@ -167,16 +175,19 @@ def scan(root: str | Path, size: int = 256, cache_dir: str | Path | None = None,
     if not root.is_dir():
         raise DatasetError(f"{root} is not a folder: give the dataset's root folder")
     cache = FrameCache(size, cache_dir)
+    refused: list[tuple[str, str]] = []
     if index and (root / INDEX_FILE).is_file():
-        videos, missing = _from_index(root, root / INDEX_FILE)
+        videos, missing, refused = _from_index(root, root / INDEX_FILE)
     else:
         videos, missing = _from_folders(root), []
+    if not videos and refused:
+        raise DatasetError(f"no usable video under {root}: {len(refused)} refused, first: {refused[0][1]}")
     if not videos:
         raise DatasetError(
             f"no videos found under {root}: expected <class>/<video>.mp4|avi|mpeg|mov|gif, "
             "<class>/<video>/<n>.jpg|png, or an index.csv"
         )
-    return VideoDataset(root, videos, cache, missing)
+    return VideoDataset(root, videos, cache, missing, refused)
 
 
 def _from_folders(root: Path) -> list[Video]:
@@ -210,7 +221,15 @@ def _visible(folder: Path) -> list[Path]:
     return [p for p in folder.iterdir() if not p.name.startswith(".")]
 
 
-def _from_index(root: Path, index_path: Path) -> tuple[list[Video], list[tuple[Path, str]]]:
+def _inside(path: Path, root: Path) -> bool:
+    """Whether ``path`` lies inside the (resolved) folder ``root`` once ``..`` and symbolic links are resolved.
+
+    Only the names along the path are looked up (as ``os.path.realpath`` does); the file is never opened.
+    """
+    return path.resolve().is_relative_to(root)
+
+
+def _from_index(root: Path, index_path: Path) -> tuple[list[Video], list[tuple[Path, str]], list[tuple[str, str]]]:
     with open(index_path, newline="", encoding="utf-8-sig") as f:
         reader = csv.DictReader(f)
         columns = set(reader.fieldnames or ())
@@ -222,13 +241,22 @@ def _from_index(root: Path, index_path: Path) -> tuple[list[Video], list[tuple[P
         group_col = next((c for c in ("split_group", "patient_id") if c in columns), "video_id")
         rows = list(reader)
     by_video: dict[str, list[dict]] = {}
+    refused: list[tuple[str, str]] = []
+    refused_videos: set[str] = set()
+    real_root = root.resolve()
     for line, row in enumerate(rows, start=2):
         if not row["file"] or not row["video_id"] or not row["class"]:
             raise DatasetError(f"{index_path}, line {line}: empty file, video_id or class")
+        if not _inside(root / row["file"], real_root):
+            reason = f"{index_path.name}, line {line}: {row['file']} is outside the dataset folder (refused, not read)"
+            refused.append((row["file"], reason))
+            refused_videos.add(row["video_id"])
         by_video.setdefault(row["video_id"], []).append(row)
 
     videos, missing = [], []
     for video_id, vrows in by_video.items():
+        if video_id in refused_videos:
+            continue  # a video with a frame outside the dataset is left out whole
         labels = {r["class"] for r in vrows}
         if len(labels) > 1:
             raise DatasetError(f"{index_path}: video {video_id!r} has rows of several classes {sorted(labels)}")
@@ -246,4 +274,4 @@ def _from_index(root: Path, index_path: Path) -> tuple[list[Video], list[tuple[P
             continue
         group = vrows[0].get(group_col) or video_id
         videos.append(Video(video_id=video_id, label=labels.pop(), group=group, files=files))
-    return videos, missing
+    return videos, missing, refused

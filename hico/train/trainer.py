@@ -172,6 +172,8 @@ class Trainer:
             raise ValueError(f"no readable video in {cfg.data.path}")
         for path, reason in videos.unreadable:
             self._say(f"skipped unreadable {path}: {reason}")
+        for _, reason in videos.refused:
+            self._say(f"skipped {reason}")
         t = cfg.train
         all_idx = np.arange(len(videos))
         if t.holdout > 0 and len(np.unique(videos.groups)) >= 4 and len(videos.classes) > 1:
