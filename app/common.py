@@ -24,6 +24,31 @@ def _warm_up() -> None:  # torch + torchvision take seconds to import: do it whi
 threading.Thread(target=_warm_up, name="hico-warm-up", daemon=True).start()  # once: this module is imported once
 
 
+LOCAL_ADDRESSES = ("127.0.0.1", "localhost", "::1")
+
+
+def exposure_problem() -> str | None:
+    """Why this server would expose the workbench beyond this machine without being asked to, or None.
+
+    ``app/.streamlit/config.toml`` binds 127.0.0.1 and turns usage statistics off, and Streamlit reads it
+    whatever the working folder. A Streamlit that does not read a config file beside the script (an older
+    version), started from another folder, falls back to its defaults: every network interface, statistics on.
+    An address or statistics setting the user made (flag, environment variable, config file) is respected.
+    """
+    from streamlit import config
+
+    how = (
+        "Restart it with `make run`, or `streamlit run app/main.py --server.address 127.0.0.1 "
+        "--browser.gatherUsageStats false`; to serve other machines on purpose, pass --server.address 0.0.0.0."
+    )
+    address = config.get_option("server.address")
+    if address not in LOCAL_ADDRESSES and not config.is_manually_set("server.address"):
+        return f"This server listens on every network interface, which nobody asked for: nothing is shown. {how}"
+    if config.get_option("browser.gatherUsageStats") and not config.is_manually_set("browser.gatherUsageStats"):
+        return f"This server sends usage statistics, which nobody asked for: nothing is shown. {how}"
+    return None
+
+
 def command_line_paths() -> list[Path]:
     """Paths given after ``--`` on the command line (``streamlit run app/main.py -- /data/videos``)."""
     return [Path(a).expanduser().resolve() for a in sys.argv[1:] if not a.startswith("-")]

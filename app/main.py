@@ -1,5 +1,11 @@
 """The HiCo workbench: ``streamlit run app/main.py`` (add ``-- PATH`` to allow a dataset folder outside the
-project and your home folder). Binds to localhost (see .streamlit/config.toml)."""
+project and your home folder).
+
+It serves 127.0.0.1 only and sends no usage statistics, from whatever folder it is started
+(``app/.streamlit/config.toml``, read because it lies beside this script), unless asked otherwise
+(``--server.address 0.0.0.0`` or ``STREAMLIT_SERVER_ADDRESS``). Should the server listen on every interface or
+send statistics without being asked (a Streamlit that does not read that file), a page shows nothing but the
+reason (:func:`common.exposure_problem`)."""
 
 from __future__ import annotations
 
@@ -18,8 +24,12 @@ import data_page  # noqa: E402
 import embeddings_page  # noqa: E402
 import evaluate_page  # noqa: E402
 import train_page  # noqa: E402
+from common import exposure_problem  # noqa: E402
 
 st.set_page_config(page_title="HiCo workbench", page_icon="🫁", layout="wide")
+if st.context.headers and (problem := exposure_problem()):  # a browser's request to a real server
+    st.error(problem)
+    st.stop()
 pages = [
     st.Page(data_page.page, title="Data", url_path="data", default=True),
     st.Page(train_page.page, title="Train", url_path="train"),

@@ -55,7 +55,7 @@ def server(tmp_path_factory):
     port = free_port()
     cmd = [sys.executable, "-m", "streamlit", "run", str(ROOT / "app" / "main.py"), "--server.port", str(port)]
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    url = f"http://localhost:{port}"
+    url = f"http://127.0.0.1:{port}"  # the app serves 127.0.0.1 only (app/.streamlit/config.toml)
     try:
         deadline = time.time() + 60
         while True:
