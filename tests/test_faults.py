@@ -4,12 +4,42 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from hico.train.rundir import RunDir
+from hico.data.synth import write_dataset
+from hico.train.rundir import RunDir, read_status
+
+TINY = [  # seconds per run on a 2-core CPU: no held-out videos, no k-NN, no epoch snapshots
+    "model.init=random",
+    "augment.size=32",
+    "data.working_size=48",
+    "train.epochs=1",
+    "train.batch_size=8",
+    "train.pairs_per_video=2",
+    "train.holdout=0",
+    "train.epoch_checkpoints=false",
+    "train.log_every=1",
+]
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("tiny")
+    return write_dataset(root / "set", videos_per_class=6, n_frames=4, size=48, seed=1, progress=False)
+
+
+def pretrain_cli(data: Path, out: Path, *overrides: str, cache: Path) -> subprocess.CompletedProcess:
+    """``hico pretrain`` on ``data`` into ``out`` as a separate process (TINY settings, then ``overrides``)."""
+    args = [sys.executable, "-m", "hico.cli", "pretrain", "--data", str(data), "--out", str(out), "--no-progress"]
+    for item in (*TINY, *overrides):
+        args += ["--set", item]
+    env = {**os.environ, "HICO_CACHE": str(cache), "OMP_NUM_THREADS": "1"}
+    return subprocess.run(args, env=env, capture_output=True, text=True, timeout=600)
 
 
 # ------------------------------------------------------------------------------------------------ run lock
@@ -110,3 +140,19 @@ def test_temp_files_of_a_killed_run_are_removed_when_it_resumes(tmp_path):
         assert all(p.exists() for p in [*kept, other])
     finally:
         run.release()
+
+
+# ------------------------------------------------------------------------------------------ non-finite loss
+def test_non_finite_loss_is_one_line_exit_2_and_says_there_is_no_checkpoint(tiny_data, tmp_path):
+    """A learning rate of 1e30 makes the second step's loss NaN (Adam moves every weight by about 1e30), before
+    the first checkpoint (the end of epoch 1): one line, exit 2, and no promise of a last.pt that is not there."""
+    out = tmp_path / "run"
+    done = pretrain_cli(tiny_data, out, "train.lr=1.0e+30", cache=tmp_path / "cache")
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) >= 1 and lines[-1].startswith("hico: error: non-finite loss at step 2 (epoch 1): term ")
+    assert "Traceback" not in done.stderr
+    assert "nothing to resume" in lines[-1] and "last.pt" not in lines[-1]
+    assert not (out / "checkpoints" / "last.pt").exists()
+    status = read_status(out)
+    assert status["state"] == "failed" and "nothing to resume" in status["error"]

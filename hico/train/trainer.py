@@ -46,8 +46,12 @@ from hico.train.rundir import RunDir, load_checkpoint, save_checkpoint
 from hico.train.sampler import EpochBatchSampler
 
 
-class NonFiniteLossError(RuntimeError):
-    """A loss term became NaN or inf; the run stops and keeps its last good checkpoint."""
+class NonFiniteLossError(ValueError, RuntimeError):
+    """A loss term became NaN or inf; the run stops and keeps its last good checkpoint (if it wrote one).
+
+    A ValueError: ``hico pretrain`` reports it in one line and exits 2, like other errors in what was given
+    (here settings that diverge, such as a learning rate too high).
+    """
 
 
 class _Stop(Exception):
@@ -386,9 +390,15 @@ class Trainer:
         if not torch.isfinite(values).all():
             bad = [k for k, v in zip(terms, values.tolist(), strict=True) if not math.isfinite(v)]
             name = next((k for k in bad if k not in ("total", "con")), bad[0])
+            kept = (
+                f", the last good checkpoint is kept ({self.run.last})"
+                if self.run.last.exists()
+                else " before its first checkpoint, so there is nothing to resume: start it anew (a lower train.lr "
+                "often helps)"
+            )
             raise NonFiniteLossError(
                 f"non-finite loss at step {self.global_step + 1} (epoch {self.epoch + 1}): term {name!r} is "
-                f"{terms[name].item()}; stopped, the last good checkpoint is kept ({self.run.last})"
+                f"{terms[name].item()}; stopped{kept}"
             )
         self.optimizer.zero_grad(set_to_none=True)
         terms["total"].backward()
