@@ -11,7 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from hico.cli import main
 from hico.data.synth import write_dataset
+from hico.runs import list_runs, log_path, run_info
 from hico.train.rundir import RunDir, read_status
 
 TINY = [  # seconds per run on a 2-core CPU: no held-out videos, no k-NN, no epoch snapshots
@@ -33,11 +35,17 @@ def tiny_data(tmp_path_factory) -> Path:
     return write_dataset(root / "set", videos_per_class=6, n_frames=4, size=48, seed=1, progress=False)
 
 
-def pretrain_cli(data: Path, out: Path, *overrides: str, cache: Path) -> subprocess.CompletedProcess:
-    """``hico pretrain`` on ``data`` into ``out`` as a separate process (TINY settings, then ``overrides``)."""
-    args = [sys.executable, "-m", "hico.cli", "pretrain", "--data", str(data), "--out", str(out), "--no-progress"]
+def pretrain_args(data: Path, out: Path, *overrides: str) -> list[str]:
+    """The arguments of ``hico pretrain`` on ``data`` into ``out`` (TINY settings, then ``overrides``)."""
+    args = ["pretrain", "--data", str(data), "--out", str(out), "--no-progress"]
     for item in (*TINY, *overrides):
         args += ["--set", item]
+    return args
+
+
+def pretrain_cli(data: Path, out: Path, *overrides: str, cache: Path) -> subprocess.CompletedProcess:
+    """``hico pretrain`` on ``data`` into ``out`` as a separate process (TINY settings, then ``overrides``)."""
+    args = [sys.executable, "-m", "hico.cli", *pretrain_args(data, out, *overrides)]
     env = {**os.environ, "HICO_CACHE": str(cache), "OMP_NUM_THREADS": "1"}
     return subprocess.run(args, env=env, capture_output=True, text=True, timeout=600)
 
@@ -156,3 +164,111 @@ def test_non_finite_loss_is_one_line_exit_2_and_says_there_is_no_checkpoint(tiny
     assert not (out / "checkpoints" / "last.pt").exists()
     status = read_status(out)
     assert status["state"] == "failed" and "nothing to resume" in status["error"]
+
+
+# ------------------------------------------------------------------------- runs that fail before training
+def write_setup_leftover(run: Path) -> Path:
+    """What a run that died during its setup (after its folder was made) leaves: config.yaml, an empty
+    checkpoints/, no status.json."""
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "config.yaml").write_text("name: hico\ndata: {path: /d}\ntrain: {epochs: 3}\n")
+    return run
+
+
+def test_setup_errors_that_the_listing_shows_fail_before_the_run_folder_is_made(tiny_data, tmp_path, capsys):
+    """A batch larger than the data and a wrong number of classes are known from the folder listing: one line,
+    exit 2, and no run folder left to block the same --out."""
+    for setting, message in [
+        ("train.batch_size=64", "only 36 training pairs per epoch for a batch of 64"),
+        ("model.num_classes=4", "model.num_classes is 4 but"),
+    ]:
+        out = tmp_path / "run"
+        assert main(pretrain_args(tiny_data, out, setting)) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and message in err[0], err
+        assert not out.exists(), setting
+
+
+def test_a_run_that_fails_after_its_folder_is_made_says_failed_and_frees_the_folder(tmp_path, capsys):
+    """Files that look like videos but do not decode fail only once the run folder exists: status.json then says
+    failed with the one-line error (the app shows it), and the same --out can be used again."""
+    junk = tmp_path / "junk"
+    for name in ("a/v1.mp4", "a/v2.mp4", "b/v1.mp4", "b/v2.mp4", "c/v1.mp4", "c/v2.mp4"):
+        (junk / name).parent.mkdir(parents=True, exist_ok=True)
+        (junk / name).write_bytes(os.urandom(3000))
+    out = tmp_path / "runs" / "run"
+    assert main(pretrain_args(junk, out)) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("hico: error: no readable video in"), err
+    status = read_status(out)
+    assert status["state"] == "failed" and "no readable video" in status["error"]
+    info = run_info(out)
+    assert info.state == "failed" and "no readable video" in info.error
+    run = RunDir.create(out, {"name": "again"})  # the folder holds no training output: it is reused
+    try:
+        assert run.read_config() == {"name": "again"} and not run.status_path.exists()
+    finally:
+        run.release()
+
+
+def test_a_run_folder_with_training_output_is_never_reused(tmp_path):
+    """Only a folder without metrics, checkpoints or weights is reused; anything else is refused untouched."""
+    for extra in ("metrics.jsonl", "checkpoints/last.pt", "checkpoints/epoch_0000.pt", "backbone.pt", "notes.txt"):
+        run = write_setup_leftover(tmp_path / extra.replace("/", "-"))
+        (run / extra).write_text("kept")
+        with pytest.raises(FileExistsError, match="already exists"):
+            RunDir.create(run, {"name": "again"})
+        assert (run / extra).read_text() == "kept" and "name: hico" in (run / "config.yaml").read_text()
+        assert not (run / ".lock").exists()
+
+
+def test_runs_that_never_wrote_a_status_are_not_starting_forever(tmp_path):
+    """A run folder with config.yaml but no status.json is starting only while its process holds the lock;
+    otherwise it failed (with the error line of its launch log) or died."""
+    runs = tmp_path / "runs"
+    died = write_setup_leftover(runs / "died")
+    (died / ".lock").write_text("999999999")  # a process id that is not running
+    failed = write_setup_leftover(runs / "failed")
+    log = log_path(failed)
+    log.parent.mkdir()
+    log.write_text("loading videos\nhico: error: model.num_classes is 3 but /d has 4 classes: pass --set ...\n")
+    starting = write_setup_leftover(runs / "starting")
+    holder = RunDir(starting)
+    holder.acquire()
+    try:
+        states = {r.name: (r.state, r.error) for r in list_runs(runs)}
+    finally:
+        holder.release()
+    assert states["starting"] == ("starting", "")
+    assert states["failed"] == ("failed", "hico: error: model.num_classes is 3 but /d has 4 classes: pass --set ...")
+    assert states["died"][0] == "dead" and "before training" in states["died"][1]
+
+
+def test_train_page_shows_a_run_that_failed_during_setup_as_failed_with_its_error(tmp_path, monkeypatch):
+    pytest.importorskip("streamlit")
+    from streamlit.testing.v1 import AppTest
+
+    app = Path(__file__).resolve().parent.parent / "app"
+    runs = tmp_path / "runs"
+    monkeypatch.setenv("HICO_RUNS", str(runs))
+    monkeypatch.setenv("HICO_CACHE", str(tmp_path / "cache"))
+    failed = write_setup_leftover(runs / "hico-20260101-000000")
+    log_path(failed).parent.mkdir()
+    log_path(failed).write_text("hico: error: model.num_classes is 3 but /d has 4 classes\n")
+    at = AppTest.from_function(_train_page, args=(str(app),), default_timeout=120).run()
+    assert not at.exception
+    rows = [m.value for m in at.markdown if "hico-20260101-000000" in m.value]
+    assert rows and "failed" in rows[0] and "starting" not in rows[0]
+    assert any("model.num_classes is 3" in c.value for c in at.caption)
+
+
+def _train_page(app_dir: str) -> None:  # the source of a one-page app (AppTest.from_function)
+    import sys
+    from pathlib import Path
+
+    for p in (app_dir, str(Path(app_dir).parent)):
+        if p not in sys.path:
+            sys.path.insert(0, p)
+    import train_page
+
+    train_page.run_table()
