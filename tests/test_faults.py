@@ -120,6 +120,33 @@ def test_lock_of_a_killed_process_is_free_and_a_held_one_is_not(tmp_path):
     assert not (root / ".lock").exists()
 
 
+def test_lock_released_between_open_and_flock_is_not_taken_twice(tmp_path, monkeypatch):
+    """B opens .lock; before B locks it, the holder A releases (the file is removed) and C takes a new .lock. B
+    then locks the removed file: it must notice that it is not the folder's lock any more, and find C's."""
+    import hico.train.rundir as rundir
+
+    root = tmp_path / "run"
+    root.mkdir()
+    a, b, c = RunDir(root), RunDir(root), RunDir(root)
+    a.acquire()
+    real_open, calls = os.open, []
+
+    def open_then_interleave(path, *args, **kwargs):
+        fd = real_open(path, *args, **kwargs)
+        calls.append(path)
+        if len(calls) == 1:  # B's first open: A releases and C acquires before B gets to flock
+            a.release()
+            c.acquire()
+        return fd
+
+    monkeypatch.setattr(rundir.os, "open", open_then_interleave)
+    with pytest.raises(FileExistsError, match="in use by"):
+        b.acquire()
+    monkeypatch.undo()
+    assert (root / ".lock").exists()
+    c.release()
+
+
 # ------------------------------------------------------------------------------------- stale temporary files
 def test_temp_files_of_a_killed_run_are_removed_when_it_resumes(tmp_path):
     """A run killed while it replaced files leaves their temporary halves; resuming removes them (only them)."""
