@@ -169,10 +169,12 @@ def test_temp_files_of_a_killed_run_are_removed_when_it_resumes(tmp_path):
         p.write_bytes(b"x" * 1000)
     other = root / "finetune" / "a" / ".results.json.z.tmp"  # another program's file in the run: not the run's
     other.write_text("{")
+    mine = root / "notes.tmp"  # not a name that a run's atomic writes use
+    mine.write_text("keep me")
     run = RunDir.open_existing(root)
     try:
         assert [p for p in stale if p.exists()] == []
-        assert all(p.exists() for p in [*kept, other])
+        assert all(p.exists() for p in [*kept, other, mine])
     finally:
         run.release()
 
@@ -240,7 +242,7 @@ def test_a_run_that_fails_after_its_folder_is_made_says_failed_and_frees_the_fol
 
 def test_a_run_folder_with_training_output_is_never_reused(tmp_path):
     """Only a folder without metrics, checkpoints or weights is reused; anything else is refused untouched."""
-    for extra in ("metrics.jsonl", "checkpoints/last.pt", "checkpoints/epoch_0000.pt", "backbone.pt", "notes.txt"):
+    for extra in ("metrics.jsonl", "checkpoints/last.pt", "checkpoints/epoch_0000.pt", "backbone.pt", "notes.tmp"):
         run = write_setup_leftover(tmp_path / extra.replace("/", "-"))
         (run / extra).write_text("kept")
         with pytest.raises(FileExistsError, match="already exists"):

@@ -222,8 +222,10 @@ def read_status(root: str | Path) -> dict:
 
 
 def _is_temp(path: Path) -> bool:
-    """A temporary file of an atomic replacement (:func:`hico.io.atomic_write`, ``export_backbone``)."""
-    return path.name.endswith(".tmp") and path.is_file()
+    """A temporary file of an atomic replacement: ``.NAME.XXXX.tmp`` (:func:`hico.io.atomic_write`) or
+    ``NAME.pt.tmp`` (:func:`hico.models.checkpoint.export_backbone`)."""
+    name = path.name
+    return name.endswith(".tmp") and (name.startswith(".") or name.endswith(".pt.tmp")) and path.is_file()
 
 
 def _read_pid(path: Path) -> int | None:
