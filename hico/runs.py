@@ -50,15 +50,16 @@ class RunInfo:
 def run_info(path: str | os.PathLike[str]) -> RunInfo | None:
     """The :class:`RunInfo` of a run directory, or None when ``path`` is not one (no config.yaml).
 
-    ``state`` is ``starting`` while the process has not written status.json yet, and ``dead`` when status.json
-    says running but its process is gone (killed without a chance to say so).
+    ``state`` is ``starting`` while the process sets the run up (it holds the run's lock and has not written
+    status.json yet), and ``dead`` when status.json says running, or was never written, but the process is gone
+    (killed without a chance to say so); a run whose launch log ends with an error line is ``failed``.
     """
     path = Path(path)
     try:
         config = yaml.safe_load((path / "config.yaml").read_text()) or {}
     except (OSError, yaml.YAMLError):
         return _launched(path)
-    status = read_status(path) if (path / "status.json").exists() else {}
+    status = read_status(path) if (path / "status.json").exists() else _without_status(path)
     state = status.get("state", "starting")
     if state == "running" and not pid_alive(status.get("pid")):
         state = "dead"
@@ -72,6 +73,22 @@ def run_info(path: str | os.PathLike[str]) -> RunInfo | None:
         error=str(status.get("error", "")),
         updated=float(status.get("updated", (path / "config.yaml").stat().st_mtime)),
     )
+
+
+def _without_status(path: Path) -> dict:
+    """The status of a run that has written config.yaml but not status.json: starting while its process holds the
+    run's lock (``.lock`` holds its id), else failed with its launch log's error line, or dead."""
+    try:
+        pid = int((path / ".lock").read_text().strip())
+    except (OSError, ValueError):
+        pid = None
+    if pid_alive(pid):
+        return {}
+    log = log_path(path)
+    last = log.read_text(errors="replace").strip().splitlines()[-1:] if log.is_file() else []
+    if last and last[0].startswith("hico: error:"):
+        return {"state": "failed", "error": last[0]}
+    return {"state": "dead", "error": "the process ended before training started, without an error message"}
 
 
 def _launched(path: Path) -> RunInfo | None:

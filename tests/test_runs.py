@@ -38,7 +38,9 @@ def test_states_from_status_and_process(tmp_path):
     gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     dead = write_run(tmp_path / "c", {"state": "running", "pid": int(gone.stdout), "epoch": 1, "epochs": 3})
     assert run_info(dead).state == "dead"  # killed without a chance to write its status
-    assert run_info(write_run(tmp_path / "d")).state == "starting"
+    setting_up = write_run(tmp_path / "d")
+    (setting_up / ".lock").write_text(str(os.getpid()))  # no status.json yet, and its process holds the lock
+    assert run_info(setting_up).state == "starting"
     assert run_info(tmp_path / "nothing") is None
     assert not stop(finished) and not stop(dead)
 

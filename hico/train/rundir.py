@@ -14,10 +14,16 @@ Every file except metrics.jsonl is replaced atomically (written to a temporary f
 renamed), so a reader never sees a half-written file and a crash never corrupts a checkpoint. metrics.jsonl is
 appended line by line and flushed; :func:`read_metrics` skips a last line that is still being written.
 Other programs (the app, notebooks) read a run while it is being written.
+
+One process at a time writes a run: it holds ``.lock`` (an ``flock``; the file holds its process id) from
+:meth:`RunDir.create` or :meth:`RunDir.open_existing` to :meth:`RunDir.release`. The kernel drops the lock of a
+killed process, so a lock file left behind is free. Temporary files that a killed run left (``*.tmp``, the
+halves of atomic replacements) are removed when it is resumed.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import time
@@ -59,58 +65,114 @@ class RunDir:
         self.backbone = self.root / "backbone.pt"
         self.features = self.root / "features"
         self._lock = self.root / ".lock"
+        self._lock_fd: int | None = None
         self._metrics_file = None
 
     @classmethod
     def create(cls, root: str | Path, config: dict) -> RunDir:
-        """A new run directory; refuses a folder that already holds anything (never overwrites a run)."""
+        """A new run directory; refuses a folder that already holds anything (never overwrites a run).
+
+        A folder that holds only what a run that failed before training leaves behind (config.yaml, status.json,
+        an empty checkpoints/, no metrics, no checkpoint) is reused, so that the same ``--out`` can be tried again.
+        """
         root = Path(root).expanduser()
-        if root.exists() and any(root.iterdir()):
-            raise FileExistsError(
-                f"run directory {root} already exists: continue it with --resume {root}, or choose another --out"
-            )
-        root.mkdir(parents=True, exist_ok=True)
         run = cls(root)
+        run._refuse_a_run()  # before touching the folder
+        root.mkdir(parents=True, exist_ok=True)
         run.acquire()
-        atomic_write(run.config_path, lambda f: yaml.safe_dump(config, f, sort_keys=False))
-        run.checkpoints.mkdir(exist_ok=True)
+        try:
+            run._refuse_a_run()  # again, now that no other process can write it
+            run.remove_temp_files()
+            run.status_path.unlink(missing_ok=True)  # a failed attempt's status: this one is starting
+            run.checkpoints.mkdir(exist_ok=True)
+            atomic_write(run.config_path, lambda f: yaml.safe_dump(config, f, sort_keys=False))
+        except BaseException:
+            run.release()
+            raise
         return run
 
     @classmethod
     def open_existing(cls, root: str | Path) -> RunDir:
-        """An existing run directory, to resume; it must hold config.yaml and checkpoints/last.pt."""
+        """An existing run directory, to resume; it must hold config.yaml and checkpoints/last.pt.
+
+        Temporary files left by a run killed while it replaced a file are removed.
+        """
         run = cls(Path(root).expanduser())
         if not run.config_path.is_file():
             raise FileNotFoundError(f"{run.root} has no config.yaml: is it a `hico pretrain` run directory?")
         if not run.last.is_file():
             raise FileNotFoundError(f"{run.last} is missing: the run ended before its first checkpoint; start it anew")
         run.acquire()
+        run.remove_temp_files()
         return run
+
+    def _refuse_a_run(self) -> None:
+        """Raise FileExistsError when the folder holds anything but a run that failed before training."""
+        if not self.root.exists():
+            return
+        setup = {"config.yaml", "status.json", "checkpoints", "features"}
+        names = {p.name for p in self.root.iterdir() if not _is_temp(p)} - {".lock"}
+        left = [
+            p for p in (self.checkpoints, self.features) if p.is_dir() and any(not _is_temp(q) for q in p.iterdir())
+        ]
+        reusable = not names or (names <= setup and self.checkpoints.is_dir() and not left)
+        if not reusable:
+            raise FileExistsError(
+                f"run directory {self.root} already exists: continue it with --resume {self.root}, or choose "
+                "another --out"
+            )
+
+    def remove_temp_files(self) -> list[Path]:
+        """Remove the temporary files (``*.tmp``) that a killed run left in the folder, checkpoints/ and
+        features/; returns them. Call it holding the lock: then no process is writing them."""
+        stale = [
+            p for d in (self.root, self.checkpoints, self.features) if d.is_dir() for p in d.iterdir() if _is_temp(p)
+        ]
+        for p in stale:
+            p.unlink(missing_ok=True)
+        return stale
 
     def epoch_checkpoint(self, epoch: int) -> Path:
         """``checkpoints/epoch_NNNN.pt``: the backbone + FPN weights kept at the end of ``epoch`` (0: before training)."""
         return self.checkpoints / f"epoch_{epoch:04d}.pt"
 
     def acquire(self) -> None:
-        """Take the run's lock, so that two processes never write the same run directory."""
-        try:
-            fd = os.open(self._lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-        except FileExistsError:
-            pid = _read_pid(self._lock)
-            if pid is not None and pid_alive(pid):
-                raise FileExistsError(f"run directory {self.root} is in use by process {pid}") from None
-            self._lock.unlink(missing_ok=True)  # stale: its process is gone
-            fd = os.open(self._lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-        with os.fdopen(fd, "w") as f:
-            f.write(str(os.getpid()))
+        """Take the run's lock, so that two processes never write the same run directory.
+
+        ``flock`` on ``.lock`` decides atomically which process gets it; the kernel drops it when the process ends,
+        however it ends. The file is removed at :meth:`release`, so a process that opened it just before checks,
+        once it holds the lock, that the file is still the one in the folder, and tries again otherwise.
+        """
+        while True:
+            fd = os.open(self._lock, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                pid = _read_pid(self._lock)
+                holder = f"process {pid}" if pid_alive(pid) else "another process"
+                raise FileExistsError(f"run directory {self.root} is in use by {holder}") from None
+            try:
+                held = os.fstat(fd)
+                current = os.stat(self._lock)
+                if (held.st_dev, held.st_ino) == (current.st_dev, current.st_ino):
+                    break
+            except FileNotFoundError:
+                pass
+            os.close(fd)  # released and removed between this open and this flock: take the new file
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode())
+        self._lock_fd = fd
 
     def release(self) -> None:
         """Drop the lock and close the metrics file."""
         if self._metrics_file is not None:
             self._metrics_file.close()
             self._metrics_file = None
-        if _read_pid(self._lock) == os.getpid():
-            self._lock.unlink(missing_ok=True)
+        if self._lock_fd is not None:
+            self._lock.unlink(missing_ok=True)  # still holding it: no other process has this file locked
+            os.close(self._lock_fd)
+            self._lock_fd = None
 
     def read_config(self) -> dict:
         """The run's resolved configuration."""
@@ -157,6 +219,13 @@ def read_status(root: str | Path) -> dict:
         return json.loads((Path(root) / "status.json").read_text())
     except (OSError, json.JSONDecodeError):
         return {"state": "unknown"}
+
+
+def _is_temp(path: Path) -> bool:
+    """A temporary file of an atomic replacement: ``.NAME.XXXX.tmp`` (:func:`hico.io.atomic_write`) or
+    ``NAME.pt.tmp`` (:func:`hico.models.checkpoint.export_backbone`)."""
+    name = path.name
+    return name.endswith(".tmp") and (name.startswith(".") or name.endswith(".pt.tmp")) and path.is_file()
 
 
 def _read_pid(path: Path) -> int | None:

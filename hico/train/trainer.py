@@ -46,8 +46,12 @@ from hico.train.rundir import RunDir, load_checkpoint, save_checkpoint
 from hico.train.sampler import EpochBatchSampler
 
 
-class NonFiniteLossError(RuntimeError):
-    """A loss term became NaN or inf; the run stops and keeps its last good checkpoint."""
+class NonFiniteLossError(ValueError, RuntimeError):
+    """A loss term became NaN or inf; the run stops and keeps its last good checkpoint (if it wrote one).
+
+    A ValueError: ``hico pretrain`` reports it in one line and exits 2, like other errors in what was given
+    (here settings that diverge, such as a learning rate too high).
+    """
 
 
 class _Stop(Exception):
@@ -72,7 +76,12 @@ def pretrain(
     run = _open_run(cfg, out, resume)
     try:
         cfg = method_from_dict(run.read_config(), str(run.config_path))
-        trainer = Trainer(cfg, run, device, progress=sys.stderr.isatty() if progress is None else progress)
+        try:
+            trainer = Trainer(cfg, run, device, progress=sys.stderr.isatty() if progress is None else progress)
+        except BaseException as e:  # a new run that fails in its setup says so (the app shows it; --out is reusable)
+            if resume is None and dist.is_main():
+                run.set_status("failed", error=_setup_error(e))
+            raise
         trainer.fit(resume=resume is not None)
     finally:
         if dist.is_main():
@@ -89,12 +98,54 @@ def _open_run(cfg: MethodConfig | None, out, resume) -> RunDir:
     else:
         if cfg.data.path is None:
             raise ValueError("no data: pass --data PATH (or set data.path)")
-        scan(cfg.data.path)  # a missing or empty dataset fails here, before the run directory is made
+        videos = scan(cfg.data.path)  # a missing or empty dataset fails here, before the run directory is made
+        _check_setup(cfg, videos)  # so do settings that do not fit the dataset's listing
         config = cfg.to_dict()
         config["data"]["path"] = str(Path(cfg.data.path).expanduser().resolve())
         run = RunDir.create(out, config) if dist.is_main() else RunDir(Path(out))
     dist.barrier()
     return run
+
+
+def _check_setup(cfg: MethodConfig, videos: VideoDataset) -> None:
+    """Raise ValueError for settings that do not fit the dataset, as far as its listing (not yet decoded) shows:
+    a wrong ``model.num_classes``, a batch larger than an epoch's training pairs."""
+    _check_num_classes(cfg, videos)
+    t = cfg.train
+    train_idx, _ = _split(videos, t)
+    EpochBatchSampler(len(train_idx) * t.pairs_per_video, t.batch_size, world=dist.world_size())  # raises
+
+
+def _setup_error(e: BaseException) -> str:
+    """The one line that status.json keeps for a run that failed in its setup."""
+    if isinstance(e, KeyboardInterrupt):
+        return "stopped by the user before training started: nothing to resume, start it anew"
+    return f"{type(e).__name__}: {e}"
+
+
+def _uses_labels(cfg: MethodConfig) -> bool:
+    """Whether the method's loss reads the videos' labels (soft_ce of HiCo, USCL) at all."""
+    loss = cfg.loss
+    return cfg.data.label_rate > 0 and (loss.kind == "uscl" or (loss.kind == "hico" and "soft_ce" in loss.terms))
+
+
+def _check_num_classes(cfg: MethodConfig, videos: VideoDataset) -> None:
+    """Raise ValueError when the loss reads labels and ``model.num_classes`` is not the dataset's."""
+    if not _uses_labels(cfg):
+        return
+    k = len(videos.classes)
+    if cfg.model.num_classes != k:
+        raise ValueError(
+            f"model.num_classes is {cfg.model.num_classes} but {cfg.data.path} has {k} classes "
+            f"({', '.join(videos.classes)}): pass --set model.num_classes={k}"
+        )
+
+
+def _split(videos: VideoDataset, t) -> tuple[np.ndarray, np.ndarray]:
+    """Indices of the training and held-out videos (no held-out videos with fewer than 4 groups or one class)."""
+    if t.holdout > 0 and len(np.unique(videos.groups)) >= 4 and len(videos.classes) > 1:
+        return holdout_split(videos.labels, videos.groups, t.holdout, seed=t.seed)
+    return np.arange(len(videos)), np.array([], dtype=np.int64)
 
 
 class Trainer:
@@ -174,29 +225,14 @@ class Trainer:
             self._say(f"skipped unreadable {path}: {reason}")
         for _, reason in videos.refused:
             self._say(f"skipped {reason}")
-        t = cfg.train
-        all_idx = np.arange(len(videos))
-        if t.holdout > 0 and len(np.unique(videos.groups)) >= 4 and len(videos.classes) > 1:
-            train_idx, holdout_idx = holdout_split(videos.labels, videos.groups, t.holdout, seed=t.seed)
-        else:
-            train_idx, holdout_idx = all_idx, np.array([], dtype=np.int64)
+        train_idx, holdout_idx = _split(videos, cfg.train)
         return videos, train_idx, holdout_idx
 
     def _uses_labels(self) -> bool:
-        loss = self.cfg.loss
-        return self.cfg.data.label_rate > 0 and (
-            loss.kind == "uscl" or (loss.kind == "hico" and "soft_ce" in loss.terms)
-        )
+        return _uses_labels(self.cfg)
 
     def _check_labels(self) -> None:
-        if not self._uses_labels():
-            return
-        k = len(self.videos.classes)
-        if self.cfg.model.num_classes != k:
-            raise ValueError(
-                f"model.num_classes is {self.cfg.model.num_classes} but {self.cfg.data.path} has {k} classes "
-                f"({', '.join(self.videos.classes)}): pass --set model.num_classes={k}"
-            )
+        _check_num_classes(self.cfg, self.videos)
 
     # ------------------------------------------------------------------------------------------ checkpoints
     def state(self) -> dict:
@@ -388,9 +424,15 @@ class Trainer:
         if not torch.isfinite(values).all():
             bad = [k for k, v in zip(terms, values.tolist(), strict=True) if not math.isfinite(v)]
             name = next((k for k in bad if k not in ("total", "con")), bad[0])
+            kept = (
+                f", the last good checkpoint is kept ({self.run.last})"
+                if self.run.last.exists()
+                else " before its first checkpoint, so there is nothing to resume: start it anew (a lower train.lr "
+                "often helps)"
+            )
             raise NonFiniteLossError(
                 f"non-finite loss at step {self.global_step + 1} (epoch {self.epoch + 1}): term {name!r} is "
-                f"{terms[name].item()}; stopped, the last good checkpoint is kept ({self.run.last})"
+                f"{terms[name].item()}; stopped{kept}"
             )
         self.optimizer.zero_grad(set_to_none=True)
         terms["total"].backward()
