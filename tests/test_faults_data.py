@@ -10,12 +10,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
+import yaml
 from conftest import ramp, write_image
 
 from hico.cli import main
 from hico.data import scan
 from hico.data.cache import FrameCache
 from hico.data.decode import read_image
+from hico.models.config import ModelConfig
 
 
 def broken_frame_folder(root: Path, n: int = 6, broken: int = 3) -> Path:
@@ -125,3 +128,64 @@ def test_a_cache_entry_decoded_the_old_way_is_not_served(tmp_path):
     np.save(stale, np.full((1, 32, 32), 255, np.uint8))
     frames = FrameCache(32, cache_dir).load([f])
     assert frames.min() == 0 and (frames == 255).mean() < 0.01
+
+
+# ---------------------------------------------------------------------------------- the number of classes
+
+
+def four_classes(root: Path, videos: int = 2, frames: int = 4) -> Path:
+    """A 4-class frame-folder dataset (POCUS has 4 classes; the sample data 3)."""
+    rng = np.random.default_rng(0)
+    for label in ("a", "b", "c", "d"):
+        for v in range(videos):
+            for i in range(frames):
+                write_image(root / label / f"{label}{v}" / f"{i}.png", rng.integers(0, 255, (32, 32), np.uint8))
+    return root
+
+
+TINY = ["model.init=random", "augment.size=32", "data.working_size=32", "train.epochs=1", "train.batch_size=4",
+        "train.holdout=0", "train.knn_every=0", "train.epoch_checkpoints=false", "data.label_rate=0.5"]  # fmt: skip
+
+
+def pretrain_argv(data: Path, out: Path, config: str, extra: tuple[str, ...] = ()) -> list[str]:
+    argv = ["pretrain", "--config", config, "--data", str(data), "--out", str(out), "--no-progress"]
+    for item in (*TINY, *extra):
+        argv += ["--set", item]
+    return argv
+
+
+@pytest.mark.parametrize("config", ["hico", "uscl"])  # the two methods whose loss reads labels
+def test_pretrain_takes_the_number_of_classes_from_the_data(tmp_path, monkeypatch, config):
+    monkeypatch.setenv("HICO_CACHE", str(tmp_path / "cache"))
+    data = four_classes(tmp_path / "four")
+    out = tmp_path / "run"
+    assert main(pretrain_argv(data, out, config)) == 0
+    written = yaml.safe_load((out / "config.yaml").read_text())
+    assert written["model"]["num_classes"] == 4 and isinstance(written["model"]["num_classes"], int)
+    assert ModelConfig.from_dict(written["model"]).num_classes == 4  # what an older reader sees: an int
+    state = torch.load(out / "checkpoints" / "last.pt", map_location="cpu", weights_only=True)
+    assert state["model"]["classifier.weight"].shape[0] == 4
+
+
+def test_an_explicit_number_of_classes_that_disagrees_is_one_line_before_the_run_folder(tmp_path, capsys):
+    data = four_classes(tmp_path / "four")
+    out = tmp_path / "run"
+    assert main(pretrain_argv(data, out, "hico", ("model.num_classes=3",))) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "model.num_classes is 3" in err and "4 classes" in err
+    assert "model.num_classes=4" in err and not out.exists()  # nothing left behind to block --out
+
+
+def test_resolve_classes_fills_auto_and_keeps_explicit_values():
+    from hico.config import ConfigError, load_method, resolve_classes
+
+    auto = load_method("hico")
+    assert auto.model.num_classes is None and load_method("hico", ["model.num_classes=auto"]).model.num_classes is None
+    assert resolve_classes(auto, ["a", "b", "c", "d"]).model.num_classes == 4
+    four = load_method("hico", ["model.num_classes=4"])
+    assert resolve_classes(four, ["a", "b", "c", "d"]).model.num_classes == 4
+    with pytest.raises(ConfigError, match="model.num_classes is 4 but .* has 2 classes"):
+        resolve_classes(four, ["a", "b"])
+    unlabelled = load_method("hico", ["model.num_classes=4", "data.label_rate=0"])  # the labels are not used
+    assert resolve_classes(unlabelled, ["a", "b"]).model.num_classes == 4
+    assert resolve_classes(load_method("simclr"), ["a", "b"]).model.num_classes == 0

@@ -32,7 +32,7 @@ import torch
 from torch import nn
 
 from hico import dist
-from hico.config import MethodConfig, method_from_dict
+from hico.config import MethodConfig, method_from_dict, resolve_classes, uses_labels
 from hico.data import VideoDataset, scan
 from hico.data.augment import BatchAugment
 from hico.data.cache import default_cache_dir
@@ -89,7 +89,8 @@ def _open_run(cfg: MethodConfig | None, out, resume) -> RunDir:
     else:
         if cfg.data.path is None:
             raise ValueError("no data: pass --data PATH (or set data.path)")
-        scan(cfg.data.path)  # a missing or empty dataset fails here, before the run directory is made
+        found = scan(cfg.data.path)  # a missing or empty dataset fails here, before the run directory is made
+        cfg = resolve_classes(cfg, found.classes, str(cfg.data.path))  # auto -> the data's classes, in config.yaml
         config = cfg.to_dict()
         config["data"]["path"] = str(Path(cfg.data.path).expanduser().resolve())
         run = RunDir.create(out, config) if dist.is_main() else RunDir(Path(out))
@@ -181,20 +182,11 @@ class Trainer:
         return videos, train_idx, holdout_idx
 
     def _uses_labels(self) -> bool:
-        loss = self.cfg.loss
-        return self.cfg.data.label_rate > 0 and (
-            loss.kind == "uscl" or (loss.kind == "hico" and "soft_ce" in loss.terms)
-        )
+        return uses_labels(self.cfg)
 
     def _check_labels(self) -> None:
-        if not self._uses_labels():
-            return
-        k = len(self.videos.classes)
-        if self.cfg.model.num_classes != k:
-            raise ValueError(
-                f"model.num_classes is {self.cfg.model.num_classes} but {self.cfg.data.path} has {k} classes "
-                f"({', '.join(self.videos.classes)}): pass --set model.num_classes={k}"
-            )
+        """The readable videos must still have model.num_classes classes (an unreadable class can drop out)."""
+        resolve_classes(self.cfg, self.videos.classes, str(self.cfg.data.path))
 
     # ------------------------------------------------------------------------------------------ checkpoints
     def state(self) -> dict:
