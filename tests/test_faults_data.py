@@ -189,3 +189,161 @@ def test_resolve_classes_fills_auto_and_keeps_explicit_values():
     unlabelled = load_method("hico", ["model.num_classes=4", "data.label_rate=0"])  # the labels are not used
     assert resolve_classes(unlabelled, ["a", "b"]).model.num_classes == 4
     assert resolve_classes(load_method("simclr"), ["a", "b"]).model.num_classes == 0
+
+
+# ------------------------------------------------------------------------------------------------- the app
+
+APP = Path(__file__).resolve().parent.parent / "app"
+SAMPLES = APP.parent / "data_samples"
+
+
+def _page(app_dir: str, module: str) -> None:  # the source of a one-page app (AppTest.from_function)
+    import importlib
+    import sys
+    from pathlib import Path
+
+    for p in (app_dir, str(Path(app_dir).parent)):
+        if p not in sys.path:
+            sys.path.insert(0, p)
+    importlib.import_module(module).page()
+
+
+def app_page(module: str, timeout: float = 120):
+    from streamlit.testing.v1 import AppTest
+
+    return AppTest.from_function(_page, args=(str(APP), module), default_timeout=timeout)
+
+
+def main_app():
+    from streamlit.testing.v1 import AppTest
+
+    return AppTest.from_file(str(APP / "main.py"), default_timeout=120)
+
+
+def two_classes(root: Path) -> Path:
+    for label in ("x", "y"):
+        for v in range(2):
+            for i in range(3):
+                write_image(root / label / f"{label}{v}" / f"{i}.png", ramp(3)[i])
+    return root
+
+
+def classes_shown(at) -> str:
+    return {m.label: m.value for m in at.metric}["classes"]
+
+
+@pytest.fixture
+def app_env(tmp_path, monkeypatch):
+    """The app on its own cache and runs folder; two datasets, A (2 classes) and B (4), under an allowed root."""
+    pytest.importorskip("streamlit")
+    monkeypatch.setenv("HICO_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("HICO_RUNS", str(tmp_path / "runs"))
+    monkeypatch.setenv("HOME", str(tmp_path))  # the home folder is an allowed root
+    return two_classes(tmp_path / "A"), four_classes(tmp_path / "B")
+
+
+def test_data_page_box_and_dataset_follow_every_edit(app_env):
+    a, b = app_env
+    at = app_page("data_page").run()
+    assert not at.exception and classes_shown(at) == "3"  # data_samples/
+    for path, classes in ((a, "2"), (b, "4"), (a, "2")):  # folder A + Enter, then B + Enter, then A again
+        at.text_input[0].set_value(str(path)).run()
+        assert not at.exception and not at.error, [e.value for e in at.error]
+        assert at.text_input[0].value == str(path) and classes_shown(at) == classes
+        assert at.session_state["dataset"] == str(path)
+
+
+def test_a_reload_opens_the_dataset_named_in_the_url(app_env):
+    a, b = app_env
+    at = main_app()
+    at.query_params["dataset"] = str(b)  # what the URL of the page said before the reload
+    at.run()
+    assert not at.exception and classes_shown(at) == "4" and at.text_input[0].value == str(b)
+    at.text_input[0].set_value(str(a)).run()
+    assert classes_shown(at) == "2" and at.query_params["dataset"] == str(a)  # the URL follows the choice
+
+    refused = main_app()
+    refused.query_params["dataset"] = "/etc"  # a URL naming a folder the app may not read: the default
+    refused.run()
+    assert not refused.exception and classes_shown(refused) == "3"
+
+
+def test_the_app_started_on_a_folder_opens_on_it(app_env, monkeypatch):
+    _, b = app_env
+    monkeypatch.setattr("sys.argv", [str(APP / "main.py"), str(b)])  # streamlit run app/main.py -- B
+    at = main_app().run()
+    assert not at.exception and classes_shown(at) == "4" and at.text_input[0].value == str(b)
+
+
+def test_train_page_trains_hico_on_a_4_class_dataset(app_env, tmp_path):
+    import time
+
+    from hico import runs
+    from hico.runs import list_runs
+
+    _, b = app_env
+    at = app_page("train_page")
+    at.session_state["dataset"] = str(b)  # chosen on the Data page
+    at.run()
+    assert not at.exception and str(b) in at.caption[0].value
+    at.number_input[0].set_value(1)  # epochs
+    at.number_input[1].set_value(4)  # batch
+    at.number_input[2].set_value(32)  # size
+    at.text_area[0].set_value("train.holdout=0\ntrain.epoch_checkpoints=false")  # 2 videos a class: no held-out
+    at.button[0].click().run()
+    assert not at.exception and at.success, [e.value for e in at.error]
+    (run,) = list_runs(tmp_path / "runs")
+    deadline = time.time() + 240
+    while list_runs(tmp_path / "runs")[0].state in ("starting", "running") and time.time() < deadline:
+        time.sleep(0.5)
+    info = list_runs(tmp_path / "runs")[0]
+    assert info.state == "finished", (info.error, runs.log_path(run.path).read_text()[-300:])
+    config = yaml.safe_load((run.path / "config.yaml").read_text())
+    assert config["model"]["num_classes"] == 4 and config["train"]["holdout"] == 0  # the extra settings were used
+
+
+def test_train_page_refuses_a_number_of_classes_the_data_has_not(app_env, tmp_path):
+    _, b = app_env
+    at = app_page("train_page")
+    at.session_state["dataset"] = str(b)
+    at.run()
+    at.text_area[0].set_value("model.num_classes=3")
+    at.button[0].click().run()
+    assert not at.success and len(at.error) == 1 and "has 4 classes" in at.error[0].value
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
+def garbage_run(root: Path) -> Path:
+    """A finished run on data_samples/ whose epoch checkpoints and backbone.pt are random bytes (seeded: the
+    epoch files are refused by torch.load's unpickler, backbone.pt is not even a zip or pickle)."""
+    run = root / "garbage"
+    (run / "checkpoints").mkdir(parents=True)
+    config = load_method_dict(SAMPLES)
+    (run / "config.yaml").write_text(yaml.safe_dump(config))
+    rng = np.random.default_rng(0)
+    for name in ("checkpoints/epoch_0000.pt", "checkpoints/epoch_0001.pt"):
+        (run / name).write_bytes(b"\x80\x02" + rng.bytes(3000))  # a pickle protocol header, then garbage
+    (run / "backbone.pt").write_bytes(b"\x94" + rng.bytes(3000))
+    (run / "status.json").write_text(json.dumps({"state": "finished", "epoch": 1, "epochs": 1, "updated": 1.0}))
+    return run
+
+
+def load_method_dict(data: Path) -> dict:
+    from hico.config import load_method
+
+    return load_method("hico", ["model.num_classes=3", "augment.size=32", f"data.path={data}"]).to_dict()
+
+
+@pytest.mark.parametrize("features", ["epochs during training", "final backbone"])
+def test_embeddings_page_says_one_line_for_a_checkpoint_that_is_not_one(app_env, tmp_path, features):
+    run = garbage_run(tmp_path / "runs")
+    at = app_page("embeddings_page", timeout=180).run()
+    if features != at.selectbox[1].value:
+        at.selectbox[1].set_value(features).run()
+    assert not at.exception, at.exception
+    assert len(at.error) == 1 and "\n" not in at.error[0].value and "cannot read checkpoint" in at.error[0].value
+    assert str(run) in at.error[0].value
+
+    evaluate = app_page("evaluate_page", timeout=180).run()  # the Evaluate page on the same file: one line too
+    evaluate.button[0].click().run()
+    assert not evaluate.exception and len(evaluate.error) == 1 and "\n" not in evaluate.error[0].value
