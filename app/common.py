@@ -24,6 +24,7 @@ def _warm_up() -> None:  # torch + torchvision take seconds to import: do it whi
 threading.Thread(target=_warm_up, name="hico-warm-up", daemon=True).start()  # once: this module is imported once
 
 
+MAIN_SCRIPT = Path(__file__).resolve().parent / "main.py"
 LOCAL_ADDRESSES = ("127.0.0.1", "localhost", "::1")
 
 
@@ -50,8 +51,19 @@ def exposure_problem() -> str | None:
 
 
 def command_line_paths() -> list[Path]:
-    """Paths given after ``--`` on the command line (``streamlit run app/main.py -- /data/videos``)."""
+    """Paths given after ``--`` on the command line (``streamlit run app/main.py -- /data/videos``).
+
+    Streamlit sets ``sys.argv`` to the script and these arguments; in any other process (a test runner) the
+    arguments are not the app's, and there are none.
+    """
+    if not sys.argv or Path(sys.argv[0]).resolve() != MAIN_SCRIPT:
+        return []
     return [Path(a).expanduser().resolve() for a in sys.argv[1:] if not a.startswith("-")]
+
+
+def default_dataset() -> Path:
+    """The dataset the app opens on: the first folder given on the command line, else ``data_samples/``."""
+    return next((p for p in command_line_paths() if p.is_dir()), SAMPLES)
 
 
 def allowed_roots() -> list[Path]:
@@ -62,7 +74,7 @@ def allowed_roots() -> list[Path]:
 def check_dataset_path(text: str) -> Path:
     """The resolved dataset folder named by ``text``; ValueError (one line) when it is outside the allowed roots
     or not a folder."""
-    path = Path(text.strip() or SAMPLES).expanduser().resolve()
+    path = Path(text.strip() or default_dataset()).expanduser().resolve()
     if not any(path == root or root in path.parents for root in allowed_roots()):
         roots = ", ".join(str(r) for r in allowed_roots())
         raise ValueError(
@@ -88,5 +100,22 @@ def load_dataset(path: str):
 
 
 def dataset_path() -> Path:
-    """The dataset chosen on the Data page (default ``data_samples/``)."""
-    return Path(st.session_state.get("dataset", str(SAMPLES)))
+    """The dataset chosen on the Data page; in a new session (a reload), the one in the URL's ``?dataset=``, else
+    :func:`default_dataset`. The URL is kept naming it, so a reload of any page keeps the dataset."""
+    chosen = st.session_state.get("dataset")
+    if chosen is None:
+        chosen = str(default_dataset())
+        if asked := st.query_params.get("dataset"):
+            try:
+                chosen = str(check_dataset_path(asked))
+            except ValueError:
+                pass  # a URL naming a folder the app may not read opens on the default
+    choose_dataset(Path(chosen))
+    return Path(chosen)
+
+
+def choose_dataset(path: Path) -> None:
+    """Make ``path`` the session's dataset (what the Train and Evaluate pages use) and name it in the URL."""
+    st.session_state["dataset"] = str(path)
+    if st.query_params.get("dataset") != str(path):
+        st.query_params["dataset"] = str(path)

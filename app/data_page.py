@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import streamlit as st
 
-from common import SAMPLES, check_dataset_path, load_dataset
+from common import check_dataset_path, choose_dataset, dataset_path, load_dataset
 
 
 def page() -> None:
     st.header("Data")
+    # The box is bound to its key, and filled from the session's dataset only when it has no state of its own (a
+    # new session, or back from another page): a `value=` that followed the loaded dataset made Streamlit see a
+    # new widget after each edit and put the previous folder back in the box.
+    if "dataset_input" not in st.session_state:
+        st.session_state["dataset_input"] = str(dataset_path())
     text = st.text_input(
         "Dataset folder",
-        value=st.session_state.get("dataset", str(SAMPLES)),
+        key="dataset_input",
         help="root/<class>/<video>/<n>.jpg frame folders or root/<class>/<video>.mp4 clips; optional index.csv",
     )
     try:
@@ -20,7 +25,7 @@ def page() -> None:
     except ValueError as e:
         st.error(str(e))
         return
-    st.session_state["dataset"] = str(path)
+    choose_dataset(path)
 
     s = videos.summary()
     cols = st.columns(5)

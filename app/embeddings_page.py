@@ -62,12 +62,16 @@ def page() -> None:
         return checkpoint_maps(source, key, str(data), int(run_size(run.path)), per_video), key
 
     with st.spinner("Extracting features and computing the maps (UMAP; the first map also compiles numba, ~20 s)..."):
-        if mode == "epochs during training":
-            maps, key = maps_of(str(kept[epoch]))
-            if epoch != max(kept):  # on the last epoch's map: the slider moves the points, it does not spin the map
-                maps = aligned(maps, maps_of(str(kept[max(kept)]))[0])
-        else:
-            maps, key = maps_of("random" if mode == "random init" else str(run.path / CHECKPOINTS[mode]))
+        try:
+            if mode == "epochs during training":
+                maps, key = maps_of(str(kept[epoch]))
+                if epoch != max(kept):  # on the last epoch's map: the slider moves the points, it does not spin it
+                    maps = aligned(maps, maps_of(str(kept[max(kept)]))[0])
+            else:
+                maps, key = maps_of("random" if mode == "random init" else str(run.path / CHECKPOINTS[mode]))
+        except (ValueError, OSError, zipfile.BadZipFile) as e:  # not a checkpoint, or not one that fits: one line
+            st.error(str(e))
+            return
     show(maps, colour, str(data), hashlib.sha1(key.encode()).hexdigest()[:16])
 
 

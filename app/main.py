@@ -1,5 +1,6 @@
-"""The HiCo workbench: ``streamlit run app/main.py`` (add ``-- PATH`` to allow a dataset folder outside the
-project and your home folder).
+"""The HiCo workbench: ``streamlit run app/main.py`` (add ``-- PATH`` to open on the dataset folder PATH, which may
+then be outside the project and your home folder). The chosen dataset is kept in the URL (``?dataset=``), so a
+reload keeps it.
 
 It serves 127.0.0.1 only and sends no usage statistics, from whatever folder it is started
 (``app/.streamlit/config.toml``, read because it lies beside this script), unless asked otherwise
@@ -24,7 +25,7 @@ import data_page  # noqa: E402
 import embeddings_page  # noqa: E402
 import evaluate_page  # noqa: E402
 import train_page  # noqa: E402
-from common import exposure_problem  # noqa: E402
+from common import dataset_path, exposure_problem  # noqa: E402
 
 st.set_page_config(page_title="HiCo workbench", page_icon="🫁", layout="wide")
 if st.context.headers and (problem := exposure_problem()):  # a browser's request to a real server
@@ -37,4 +38,5 @@ pages = [
     st.Page(embeddings_page.page, title="Embeddings", url_path="embeddings"),
     st.Page(evaluate_page.page, title="Evaluate", url_path="evaluate"),
 ]
+dataset_path()  # on every page: the session's dataset (or the URL's, after a reload) stays named in the URL
 st.navigation(pages).run()

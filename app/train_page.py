@@ -43,6 +43,12 @@ def launch_form() -> None:
         temperature = c4.number_input("temperature", 0.01, 2.0, float(defaults.temperature), 0.01,
                                       key=f"temperature-{method}")  # fmt: skip
         device = c5.selectbox("Device", ["auto", "cpu", "cuda", "mps"])
+        more = st.text_area(
+            "More settings",
+            placeholder="model.num_classes=4\ndata.label_rate=0.5",
+            help="one KEY=VALUE per line, as `hico pretrain --set KEY=VALUE`; they win over the fields above. "
+            "The number of classes is taken from the dataset unless model.num_classes is given.",
+        )
         submitted = st.form_submit_button("Launch", type="primary")
     if submitted:
         overrides = [
@@ -50,15 +56,18 @@ def launch_form() -> None:
             f"loss.lam={lam}", f"loss.alpha={alpha}", f"loss.beta={beta}", f"loss.temperature={temperature}",
             f"train.device={device}", "data.working_size=128" if data == SAMPLES else f"data.working_size={max(size, 128)}",
         ]  # fmt: skip
-        start(method, data, overrides)
+        start(method, data, overrides + [line.strip() for line in more.splitlines() if line.strip()])
 
 
 def start(method: str, data, overrides: list[str], preset: str | None = None) -> None:
-    from hico.config import load_method
+    from hico.config import load_method, resolve_classes
+    from hico.data import scan
 
     try:
-        if preset is None:
-            load_method(method, overrides)  # a bad value is reported here, not by a failed process
+        if (
+            preset is None
+        ):  # a bad value, or a number of classes the data has not, is reported here, not by a failed process
+            resolve_classes(load_method(method, overrides), scan(data).classes, str(data))
         out, _ = runs.launch(method, data, overrides, preset=preset, root=runs_root())
     except ValueError as e:
         st.error(str(e))

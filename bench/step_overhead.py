@@ -19,7 +19,7 @@ import time
 
 import torch
 
-from hico.config import load_method
+from hico.config import load_method, resolve_classes
 from hico.engine import training_step
 from hico.models import HiCoNet
 
@@ -32,7 +32,7 @@ def main() -> None:
     p.add_argument("--config", default="hico")
     args = p.parse_args()
 
-    cfg = load_method(args.config, ["model.init=random"])
+    cfg = resolve_classes(load_method(args.config, ["model.init=random"]), ["a", "b", "c"])  # auto: 3 classes
     torch.manual_seed(0)
     model = HiCoNet(cfg.model).train()
     loss_fn = cfg.loss.build()

@@ -72,7 +72,7 @@ def main() -> None:
     bf16 = torch.bfloat16 if cuda else None
     if cuda:
         torch.backends.cudnn.benchmark = True
-    cfg = load_method("hico", ["model.init=random", f"augment.size={args.size}"])
+    cfg = load_method("hico", ["model.init=random", f"augment.size={args.size}", "model.num_classes=3"])  # labels below
     torch.manual_seed(0)
     model = HiCoNet(cfg.model).to(device)
     if cuda:

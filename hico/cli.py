@@ -164,12 +164,15 @@ def cmd_model_summary(args: argparse.Namespace) -> int:
     from hico.models.summary import count_parameters
 
     names = method_names() if args.config == "all" else [args.config]
-    rows = [(name, count_parameters(load_method(name, args.overrides).model)) for name in names]
+    models = {name: load_method(name, args.overrides).model for name in names}
+    rows = [(name, count_parameters(model)) for name, model in models.items()]
     parts = list(rows[0][1])
     width = max(len(n) for n, _ in rows) + 2
     print(f"{'method':<{width}}" + "".join(f"{p:>14}" for p in parts))
     for name, counts in rows:
         print(f"{name:<{width}}" + "".join(f"{counts[p]:>14,}" for p in parts))
+    if any(model.num_classes is None for model in models.values()):
+        print("classifier: not counted where model.num_classes is auto (its size follows the training data's classes)")
     return 0
 
 

@@ -278,6 +278,31 @@ def _check_consistency(cfg: MethodConfig, source: str) -> None:
         raise ConfigError(f"{source}: the loss uses labels but model.num_classes is 0: set it to the number of classes")
 
 
+def uses_labels(cfg: MethodConfig) -> bool:
+    """True when the method's loss reads class labels (USCL's CE, HiCo's softened CE) at a label rate above 0."""
+    loss = cfg.loss
+    return cfg.data.label_rate > 0 and (loss.kind == "uscl" or (loss.kind == "hico" and "soft_ce" in loss.terms))
+
+
+def resolve_classes(cfg: MethodConfig, classes: list[str], source: str = "the data") -> MethodConfig:
+    """``cfg`` with ``model.num_classes`` set to ``len(classes)`` where it is auto (None); unchanged otherwise.
+
+    Raises:
+        ConfigError: an explicit ``model.num_classes`` differs from the number of classes while the loss uses
+            labels (one line, naming both and how to fix it).
+    """
+    k = len(classes)
+    given = cfg.model.num_classes
+    if given is None:
+        return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, num_classes=k))
+    if uses_labels(cfg) and given != k:
+        raise ConfigError(
+            f"model.num_classes is {given} but {source} has {k} classes ({', '.join(classes)}): "
+            f"pass --set model.num_classes={k}, or model.num_classes=auto to take it from the data"
+        )
+    return cfg
+
+
 def _hint(key: str, choices) -> str:
     close = difflib.get_close_matches(str(key), list(choices), n=1)
     return f" (did you mean {close[0]!r}?)" if close else ""

@@ -103,7 +103,9 @@ class VideoDataset:
     def load_all(self, workers: int | None = None, progress: bool = True) -> VideoDataset:
         """Decode every video once (in threads), moving the ones that fail to :attr:`unreadable`.
 
-        After this every ``frames(i)`` is served from the cache, so training never decodes again. Returns self.
+        A frame folder with some unreadable frames keeps its readable ones; each unreadable frame is listed in
+        :attr:`unreadable` by its own path. After this every ``frames(i)`` is served from the cache, so training
+        never decodes again. Returns self.
         """
         from tqdm.auto import tqdm
 
@@ -128,6 +130,9 @@ class VideoDataset:
             )
         bad = [(v, err) for v, err in zip(self.videos, results, strict=True) if err is not None]
         self.unreadable += [(v.files[0], err) for v, err in bad]
+        self.unreadable += [
+            s for v, err in zip(self.videos, results, strict=True) if err is None for s in self.cache.skipped(v.files)
+        ]
         self.videos = [v for v, err in zip(self.videos, results, strict=True) if err is None]
         return self
 

@@ -85,7 +85,7 @@ def read_backbone_file(path: str | os.PathLike[str]) -> tuple[dict[str, Tensor],
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:
-        raise CheckpointMismatchError(f"cannot read checkpoint {path!r}: {type(err).__name__}: {err}") from err
+        raise CheckpointMismatchError(f"cannot read checkpoint {path!r}: {_load_error(err)}") from err
     config = None
     if isinstance(obj, dict) and obj.get("format") == FORMAT:
         state, config = obj["state_dict"], obj.get("config")
@@ -155,6 +155,15 @@ def load_backbone(path: str | os.PathLike[str], config: ModelConfig | None = Non
             raise CheckpointMismatchError(f"{path!r} stores no model config: pass config=ModelConfig(...)")
         config = ModelConfig.from_dict(stored)
     return HiCoNet(ModelConfig.from_dict({**config.to_dict(), "init": path}))
+
+
+def _load_error(err: Exception) -> str:
+    """One line for why ``torch.load`` failed (its refusals of a pickle span several paragraphs)."""
+    text = str(err)
+    if "WeightsUnpickler error:" in text:  # not a tensors-only PyTorch file: keep the unpickler's own reason
+        reason = text.split("WeightsUnpickler error:", 1)[1].strip().split("\n\n")[0]
+        return f"not a checkpoint of tensors (torch.load: {' '.join(reason.split())})"
+    return f"{type(err).__name__}: {' '.join(text.split())}"
 
 
 def _strip_wrappers(key: str) -> str:

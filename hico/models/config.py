@@ -65,7 +65,9 @@ class ModelConfig:
             2 = Linear(C -> hidden_dim) -> ReLU -> Linear(hidden_dim -> head_dim) (authors' code, USCL).
         head_dim: embedding size of every head.
         hidden_dim: width of the hidden layers of a head (``head_layers >= 2``).
-        num_classes: classes of the classifier; 0 builds no classifier and ``forward`` returns no ``"logits"``.
+        num_classes: classes of the classifier; 0 builds no classifier and ``forward`` returns no ``"logits"``;
+            ``None`` (``auto`` in YAML or ``--set``): the number of classes of the training data, which the trainer
+            fills in (:func:`hico.config.resolve_classes`) before it builds the model.
         classifier: ``"linear"``: Linear(head_dim -> K) on the global embedding (paper, USCL);
             ``"code"``: avgpool(C5) -> Linear(512 -> 256) -> ReLU -> Linear(256 -> K) (authors' HiCo code).
         init: ``"random"``, ``"imagenet"`` (torchvision's IMAGENET1K_V1, needs the file in the torch hub cache
@@ -83,7 +85,7 @@ class ModelConfig:
     head_layers: int = 1
     head_dim: int = 256
     hidden_dim: int = 256
-    num_classes: int = 3
+    num_classes: int | None = 3
     classifier: str = "linear"
     init: str = "random"
 
@@ -105,7 +107,10 @@ class ModelConfig:
         for name, low in (("image_size", 32), ("fpn_channels", 1), ("head_layers", 1), ("head_dim", 1)):
             _check_int(name, getattr(self, name), low)
         _check_int("hidden_dim", self.hidden_dim, 1)
-        _check_int("num_classes", self.num_classes, 0)
+        if self.num_classes == "auto":
+            self.num_classes = None
+        if self.num_classes is not None:
+            _check_int("num_classes", self.num_classes, 0)
         if isinstance(self.init, os.PathLike):
             self.init = os.fspath(self.init)
         if not isinstance(self.init, str) or not self.init:

@@ -55,6 +55,11 @@ class HiCoNet(nn.Module):
     def __init__(self, config: ModelConfig | None = None) -> None:
         super().__init__()
         self.config = cfg = config if config is not None else ModelConfig()
+        if cfg.num_classes is None:
+            raise ValueError(
+                "model.num_classes is auto (the number of classes of the data) and not resolved yet: "
+                "set it (e.g. model.num_classes=3), or resolve it with hico.config.resolve_classes"
+            )
         self.backbone = ResNetTrunk()
         self.fpn: PyramidNeck | None = None
         if cfg.fpn:

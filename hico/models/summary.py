@@ -24,11 +24,12 @@ def count_parameters(model: nn.Module | ModelConfig) -> dict[str, int]:
 
     Every key is always present (0 for a part the model lacks, e.g. the FPN and the local/medium heads of
     ``fpn=False``). Given a :class:`ModelConfig`, the model is built on the ``meta`` device (random init), so
-    even the authors' 205 M-parameter flatten heads cost no memory to count.
+    even the authors' 205 M-parameter flatten heads cost no memory to count. A classifier sized by the data
+    (``num_classes`` auto, not resolved) is not counted: its size depends on the dataset.
     """
     if isinstance(model, ModelConfig):
         with torch.device("meta"):
-            model = HiCoNet(dataclasses.replace(model, init="random"))
+            model = HiCoNet(dataclasses.replace(model, init="random", num_classes=model.num_classes or 0))
     model = unwrap(model)
 
     def numel(module: nn.Module | None) -> int:

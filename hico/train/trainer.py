@@ -32,7 +32,7 @@ import torch
 from torch import nn
 
 from hico import dist
-from hico.config import MethodConfig, method_from_dict
+from hico.config import MethodConfig, method_from_dict, resolve_classes, uses_labels
 from hico.data import VideoDataset, scan
 from hico.data.augment import BatchAugment
 from hico.data.cache import default_cache_dir
@@ -99,6 +99,7 @@ def _open_run(cfg: MethodConfig | None, out, resume) -> RunDir:
         if cfg.data.path is None:
             raise ValueError("no data: pass --data PATH (or set data.path)")
         videos = scan(cfg.data.path)  # a missing or empty dataset fails here, before the run directory is made
+        cfg = resolve_classes(cfg, videos.classes, str(cfg.data.path))  # auto -> the data's classes, in config.yaml
         _check_setup(cfg, videos)  # so do settings that do not fit the dataset's listing
         config = cfg.to_dict()
         config["data"]["path"] = str(Path(cfg.data.path).expanduser().resolve())
@@ -109,8 +110,7 @@ def _open_run(cfg: MethodConfig | None, out, resume) -> RunDir:
 
 def _check_setup(cfg: MethodConfig, videos: VideoDataset) -> None:
     """Raise ValueError for settings that do not fit the dataset, as far as its listing (not yet decoded) shows:
-    a wrong ``model.num_classes``, a batch larger than an epoch's training pairs."""
-    _check_num_classes(cfg, videos)
+    a batch larger than an epoch's training pairs (a wrong ``model.num_classes``: :func:`resolve_classes`)."""
     t = cfg.train
     train_idx, _ = _split(videos, t)
     EpochBatchSampler(len(train_idx) * t.pairs_per_video, t.batch_size, world=dist.world_size())  # raises
@@ -121,24 +121,6 @@ def _setup_error(e: BaseException) -> str:
     if isinstance(e, KeyboardInterrupt):
         return "stopped by the user before training started: nothing to resume, start it anew"
     return f"{type(e).__name__}: {e}"
-
-
-def _uses_labels(cfg: MethodConfig) -> bool:
-    """Whether the method's loss reads the videos' labels (soft_ce of HiCo, USCL) at all."""
-    loss = cfg.loss
-    return cfg.data.label_rate > 0 and (loss.kind == "uscl" or (loss.kind == "hico" and "soft_ce" in loss.terms))
-
-
-def _check_num_classes(cfg: MethodConfig, videos: VideoDataset) -> None:
-    """Raise ValueError when the loss reads labels and ``model.num_classes`` is not the dataset's."""
-    if not _uses_labels(cfg):
-        return
-    k = len(videos.classes)
-    if cfg.model.num_classes != k:
-        raise ValueError(
-            f"model.num_classes is {cfg.model.num_classes} but {cfg.data.path} has {k} classes "
-            f"({', '.join(videos.classes)}): pass --set model.num_classes={k}"
-        )
 
 
 def _split(videos: VideoDataset, t) -> tuple[np.ndarray, np.ndarray]:
@@ -229,10 +211,11 @@ class Trainer:
         return videos, train_idx, holdout_idx
 
     def _uses_labels(self) -> bool:
-        return _uses_labels(self.cfg)
+        return uses_labels(self.cfg)
 
     def _check_labels(self) -> None:
-        _check_num_classes(self.cfg, self.videos)
+        """The readable videos must still have model.num_classes classes (an unreadable class can drop out)."""
+        resolve_classes(self.cfg, self.videos.classes, str(self.cfg.data.path))
 
     # ------------------------------------------------------------------------------------------ checkpoints
     def state(self) -> dict:
