@@ -65,3 +65,12 @@ def load_dataset(path: str):
 def dataset_path() -> Path:
     """The dataset chosen on the Data page (default ``data_samples/``)."""
     return Path(st.session_state.get("dataset", str(SAMPLES)))
+
+
+def readable_runs(all_runs: list) -> list:
+    """The runs whose files can be read; each unreadable one (a corrupt config.yaml or status.json) is shown as a
+    warning with its reason, so that one broken run never hides the others."""
+    for info in all_runs:
+        if info.state == "unreadable":
+            st.warning(f"**{info.name}** is unreadable: {info.error}")
+    return [info for info in all_runs if info.state != "unreadable"]
