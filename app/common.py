@@ -119,3 +119,12 @@ def choose_dataset(path: Path) -> None:
     st.session_state["dataset"] = str(path)
     if st.query_params.get("dataset") != str(path):
         st.query_params["dataset"] = str(path)
+
+
+def readable_runs(all_runs: list) -> list:
+    """The runs whose files can be read; each unreadable one (a corrupt config.yaml or status.json) is shown as a
+    warning with its reason, so that one broken run never hides the others."""
+    for info in all_runs:
+        if info.state == "unreadable":
+            st.warning(f"**{info.name}** is unreadable: {info.error}")
+    return [info for info in all_runs if info.state != "unreadable"]

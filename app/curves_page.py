@@ -7,7 +7,7 @@ import streamlit as st
 
 from hico import runs
 
-from common import runs_root
+from common import readable_runs, runs_root
 
 TERMS = ("total", "con", "local", "medium", "global", "global_local", "global_medium", "soft_ce")
 LEVELS = ("local", "medium", "global")
@@ -15,7 +15,7 @@ LEVELS = ("local", "medium", "global")
 
 def page() -> None:
     st.header("Curves")
-    all_runs = runs.list_runs(runs_root())
+    all_runs = readable_runs(runs.list_runs(runs_root()))
     if not all_runs:
         st.info("No runs yet: launch one on the Train page (the demo preset takes about two minutes).")
         return
@@ -40,9 +40,13 @@ def charts(chosen: list, live: bool) -> None:
         lr = _figure("Learning rate", "step", "lr")
         speed = _figure("Throughput", "epoch", "pairs/s")
         for info in chosen:
-            c = runs.curves(info.path)
-            steps, epochs = c["step"], c["epoch"]
             name = info.name
+            try:
+                c = runs.curves(info.path)
+            except runs.RunFileError as e:  # a corrupt metrics.jsonl: this run is not drawn, the others are
+                st.error(f"{name} is unreadable: {e}")
+                continue
+            steps, epochs = c["step"], c["epoch"]
             mode = "lines" if len(steps) > 30 else "lines+markers"  # a single logged step still shows
             loss.add_scatter(x=[r["step"] for r in steps], y=[r["total"] for r in steps], name=name, mode=mode)
             lr.add_scatter(x=[r["step"] for r in steps], y=[r["lr"] for r in steps], name=name, mode=mode)

@@ -16,7 +16,7 @@ import streamlit as st
 
 from hico import runs
 
-from common import check_dataset_path, load_dataset, runs_root
+from common import check_dataset_path, load_dataset, readable_runs, runs_root
 
 CHECKPOINTS = {
     "final backbone": "backbone.pt",
@@ -28,7 +28,9 @@ CHECKPOINTS = {
 def page() -> None:
     st.header("Embeddings")
     all_runs = [
-        r for r in runs.list_runs(runs_root()) if (r.path / "features").is_dir() or (r.path / "checkpoints").is_dir()
+        r
+        for r in readable_runs(runs.list_runs(runs_root()))
+        if (r.path / "features").is_dir() or (r.path / "checkpoints").is_dir()
     ]
     if not all_runs:
         st.info("No run to map yet: launch one on the Train page (the demo preset takes about two minutes).")

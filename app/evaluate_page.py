@@ -12,7 +12,7 @@ import streamlit as st
 
 from hico import runs
 
-from common import check_dataset_path, dataset_path, load_dataset, runs_root
+from common import check_dataset_path, dataset_path, load_dataset, readable_runs, runs_root
 
 
 def page() -> None:
@@ -23,7 +23,7 @@ def page() -> None:
         st.error(str(e))
         return
     st.caption(f"Evaluation dataset: `{data}` (change it on the Data page)")
-    finished = [r for r in runs.list_runs(runs_root()) if (r.path / "backbone.pt").is_file()]
+    finished = [r for r in readable_runs(runs.list_runs(runs_root())) if (r.path / "backbone.pt").is_file()]
     choices = ["random init"] + [r.name for r in finished]
     backbone = st.selectbox("Backbone", choices, index=1 if finished else 0, help="a finished run's backbone.pt")
     spec = "random" if backbone == "random init" else str(runs_root() / backbone)

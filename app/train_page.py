@@ -8,7 +8,8 @@ from hico import runs
 
 from common import SAMPLES, dataset_path, runs_root
 
-STATE_ICONS = {"running": "🟢", "starting": "⏳", "finished": "✅", "failed": "❌", "interrupted": "⏸️", "dead": "💀"}
+STATE_ICONS = {"running": "🟢", "starting": "⏳", "finished": "✅", "failed": "❌", "interrupted": "⏸️", "dead": "💀",
+               "unreadable": "⚠️"}  # fmt: skip
 
 
 def page() -> None:
@@ -87,7 +88,7 @@ def run_table() -> None:
         c1, c2 = st.columns([5, 1])
         icon = STATE_ICONS.get(info.state, "")
         c1.markdown(f"{icon} **{info.name}** · {info.method} · {info.state} · epoch {info.epoch}/{info.epochs}")
-        if info.error and info.state in ("failed", "interrupted", "dead"):
+        if info.error and info.state in ("failed", "interrupted", "dead", "unreadable"):
             c1.caption(info.error)
         if info.state == "running" and c2.button("Stop", key=f"stop-{info.name}"):
             runs.stop(info.path)

@@ -6,8 +6,8 @@
     hico model summary --config NAME    parameter counts of a method's model ('all': every named method)
     hico demo                           the end-to-end demo on data_samples/ (pairs and augmentations)
 
-Errors in what the user gave (a missing folder, an empty dataset, a bad value) print one line and exit 2;
-set HICO_DEBUG=1 for the traceback.
+Errors in what the user gave (a missing folder, an empty dataset, a bad value), an unreadable run file and a full
+disk print one line and exit 2; set HICO_DEBUG=1 for the traceback.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from hico import __version__
+from hico.io import DiskFullError
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = PROJECT_ROOT / "data_samples"
@@ -41,7 +42,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("hico: interrupted", file=sys.stderr)
         return 130
-    except (UserError, ValueError, FileNotFoundError, FileExistsError) as e:
+    except (UserError, ValueError, FileNotFoundError, FileExistsError, DiskFullError) as e:
         if os.environ.get("HICO_DEBUG"):
             raise
         print(f"hico: error: {e}", file=sys.stderr)

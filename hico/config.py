@@ -25,6 +25,7 @@ from typing import Any
 import yaml
 
 from hico.data.augment import AugmentConfig
+from hico.io import yaml_error
 from hico.models.config import ModelConfig
 from hico.train.config import TrainConfig
 
@@ -192,19 +193,24 @@ def load_method(name_or_path: str | Path, overrides: list[str] | tuple[str, ...]
 
 
 def _resolve(name: str, seen: tuple[str, ...]) -> tuple[dict, str]:
+    """The raw dict of method ``name`` (a YAML file or a shipped method), its ``extends`` chain merged in;
+    ``seen``: the files that extend it, innermost last (they name it in the errors)."""
     path = Path(name)
     if not (path.suffix in (".yaml", ".yml") and path.exists()):
         path = config_dir() / f"{name}.yaml"
         if not path.exists():
             close = difflib.get_close_matches(name, method_names(), n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise ConfigError(f"unknown method {name!r}{hint}: give a YAML file or one of {', '.join(method_names())}")
+            what = f"{seen[-1]}: extends {name!r}, which is not a YAML file nor a method" if seen else None
+            raise ConfigError(
+                f"{what or f'unknown method {name!r}'}{hint}: give a YAML file or one of {', '.join(method_names())}"
+            )
     if str(path) in seen:
         raise ConfigError(f"{path}: 'extends' loops back to itself")
     try:
         raw = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from e
+        raise ConfigError(f"{path}: not valid YAML ({yaml_error(e)})") from e
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping of sections, got {type(raw).__name__}")
     parent = raw.pop("extends", None)

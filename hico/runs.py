@@ -7,6 +7,7 @@ console output goes to ``<runs root>/.logs/<run name>.log``.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -15,9 +16,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
-
-from hico.train.rundir import pid_alive, read_metrics, read_status
+from hico.train.rundir import RunFileError, pid_alive, read_config, read_metrics, read_status
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 RUNS_ROOT = PROJECT_ROOT / "runs"
@@ -36,7 +35,7 @@ class RunInfo:
     path: Path
     method: str
     data: str
-    state: str  # running | finished | failed | interrupted | starting | dead
+    state: str  # running | finished | failed | interrupted | starting | dead | unreadable
     epoch: int
     epochs: int
     error: str
@@ -52,27 +51,58 @@ def run_info(path: str | os.PathLike[str]) -> RunInfo | None:
 
     ``state`` is ``starting`` while the process sets the run up (it holds the run's lock and has not written
     status.json yet), and ``dead`` when status.json says running, or was never written, but the process is gone
-    (killed without a chance to say so); a run whose launch log ends with an error line is ``failed``.
+    (killed without a chance to say so); a run whose launch log ends with an error line is ``failed``. A run whose
+    config.yaml or status.json cannot be read (corrupt) is ``unreadable``, with the reason in ``error``: listing it
+    never fails.
     """
     path = Path(path)
     try:
-        config = yaml.safe_load((path / "config.yaml").read_text()) or {}
-    except (OSError, yaml.YAMLError):
+        config = read_config(path)
+    except OSError:
         return _launched(path)
-    status = read_status(path) if (path / "status.json").exists() else _without_status(path)
-    state = status.get("state", "starting")
-    if state == "running" and not pid_alive(status.get("pid")):
-        state = "dead"
-    return RunInfo(
-        path=path,
-        method=str(config.get("name", "?")),
-        data=str((config.get("data") or {}).get("path", "")),
-        state=state,
-        epoch=int(status.get("epoch", 0)),
-        epochs=int(status.get("epochs", (config.get("train") or {}).get("epochs", 0))),
-        error=str(status.get("error", "")),
-        updated=float(status.get("updated", (path / "config.yaml").stat().st_mtime)),
-    )
+    except RunFileError as e:
+        return _unreadable(path, str(e))
+    try:
+        status = _read_status(path) if (path / "status.json").exists() else _without_status(path)
+        state = status.get("state", "starting")
+        if state == "running" and not pid_alive(status.get("pid")):
+            state = "dead"
+        return RunInfo(
+            path=path,
+            method=str(config.get("name", "?")),
+            data=str((config.get("data") or {}).get("path", "")),
+            state=str(state),
+            epoch=int(status.get("epoch", 0)),
+            epochs=int(status.get("epochs", (config.get("train") or {}).get("epochs", 0))),
+            error=str(status.get("error", "")),
+            updated=float(status.get("updated", (path / "config.yaml").stat().st_mtime)),
+        )
+    except (RunFileError, TypeError, ValueError) as e:  # a field of the wrong type: int("x"), float(None) ...
+        return _unreadable(path, str(e) if isinstance(e, RunFileError) else f"{path / 'status.json'}: {e}")
+
+
+def _read_status(path: Path) -> dict:
+    """status.json as a dict ({} when there is none yet); RunFileError when it is there but corrupt."""
+    file = path / "status.json"
+    try:
+        status = json.loads(file.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as e:  # written atomically: unreadable means corrupt, not half-written
+        raise RunFileError(f"{file} is not valid JSON ({e})") from e
+    if not isinstance(status, dict):
+        raise RunFileError(f"{file} does not hold a JSON object")
+    return status
+
+
+def _unreadable(path: Path, reason: str) -> RunInfo:
+    """The :class:`RunInfo` of a run whose files cannot be read: state ``unreadable``, the reason in ``error``."""
+    try:
+        updated = max(p.stat().st_mtime for p in (path, *path.iterdir()))
+    except (OSError, ValueError):
+        updated = 0.0
+    return RunInfo(path=path, method="?", data="", state="unreadable", epoch=0, epochs=0, error=reason,
+                   updated=updated)  # fmt: skip
 
 
 def _without_status(path: Path) -> dict:
@@ -188,7 +218,11 @@ def stop(run: str | os.PathLike[str]) -> bool:
 
 
 def curves(run: str | os.PathLike[str]) -> dict[str, list[dict]]:
-    """A run's metrics.jsonl split by kind: ``{"step": [...], "epoch": [...]}`` (tolerates a partial line)."""
+    """A run's metrics.jsonl split by kind: ``{"step": [...], "epoch": [...]}`` (tolerates a partial last line).
+
+    Raises:
+        RunFileError: a line of metrics.jsonl is not a JSON object (the message names the file and the line).
+    """
     records = read_metrics(run)
     return {kind: [r for r in records if r.get("kind") == kind] for kind in ("step", "epoch")}
 
@@ -197,8 +231,6 @@ def finetune_curve(folder: str | os.PathLike[str]) -> dict | None:
     """The newest fine-tuning result in ``folder`` (``<folder>/*/results.json``, as the Evaluate page and ``hico
     finetune --out`` write them) as a convergence curve: ``{"name", "epoch": [1, 2, ...], "accuracy": [...]}``,
     the test accuracy after each epoch over the test frames of all folds pooled. None when there is none."""
-    import json
-
     results = sorted(Path(folder).glob("*/results.json"), key=lambda p: p.parent.name)
     if not results:
         return None
@@ -218,6 +250,7 @@ def describe(info: RunInfo) -> str:
 
 
 __all__ = [
+    "RunFileError",
     "RunInfo",
     "curves",
     "describe",

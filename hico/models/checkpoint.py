@@ -20,6 +20,8 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor, nn
 
+from hico.io import atomic_write
+
 if TYPE_CHECKING:
     from .config import ModelConfig
     from .hiconet import HiCoNet
@@ -48,8 +50,9 @@ def unwrap(model: nn.Module) -> nn.Module:
 def export_backbone(model: nn.Module, path: str | os.PathLike[str]) -> None:
     """Write ``model``'s backbone + FPN weights (not heads or classifier) and its config to ``path``.
 
-    Written atomically: to ``path + ".tmp"`` in the same folder, then renamed over ``path``, so a crash
-    never leaves a truncated file. ``model`` may be wrapped by DDP or ``torch.compile``.
+    Written atomically (:func:`hico.io.atomic_write`: a temporary file in the same folder, then renamed over
+    ``path``), so a crash never leaves a truncated file and a full disk raises :class:`hico.io.DiskFullError`.
+    ``model`` may be wrapped by DDP or ``torch.compile``.
     """
     model = unwrap(model)
     path = os.fspath(path)
@@ -59,14 +62,7 @@ def export_backbone(model: nn.Module, path: str | os.PathLike[str]) -> None:
         "config": model.config.to_dict(),
         "state_dict": {k: v.detach().cpu() for k, v in model.backbone_state_dict().items()},
     }
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = path + ".tmp"
-    try:
-        torch.save(payload, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    atomic_write(path, lambda f: torch.save(payload, f), mode="wb")
 
 
 def read_backbone_file(path: str | os.PathLike[str]) -> tuple[dict[str, Tensor], dict[str, Any] | None]:

@@ -7,6 +7,8 @@ import os
 import time
 from pathlib import Path
 
+from hico.train.rundir import RESUMABLE
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent.parent
 
 PRESETS: dict[str, dict] = {
@@ -47,6 +49,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--preset", choices=sorted(PRESETS), help=" ; ".join(f"{k}: {v['about']}" for k, v in PRESETS.items())
     )
     p.add_argument("--resume", type=Path, metavar="RUNDIR", help="continue a run from its checkpoints/last.pt")
+    p.add_argument("--from", dest="start", choices=RESUMABLE, default="last",
+                   help="with --resume: the checkpoint to continue from (best: checkpoints/best.pt, when last.pt "
+                   "is unreadable; default last)")  # fmt: skip
     p.add_argument("--no-progress", action="store_true", help="plain log lines instead of progress bars")
     p.set_defaults(func=cmd_pretrain)
 
@@ -62,10 +67,12 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
             raise ValueError(
                 "--resume continues a run with its own config.yaml: give no --config/--set/--data/--out/--preset"
             )
-        run = pretrain(resume=args.resume, progress=progress)
+        run = pretrain(resume=args.resume, progress=progress, start=args.start)
         if _is_rank_zero():
             print(f"finished: {run.root}")
         return 0
+    if args.start != "last":
+        raise ValueError("--from chooses the checkpoint of a --resume: give --resume RUNDIR too")
     overrides = list(PRESETS[args.preset]["overrides"]) if args.preset else []
     data = args.data or (PRESETS[args.preset]["data"] if args.preset else None)
     if data is None:

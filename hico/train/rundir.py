@@ -19,10 +19,15 @@ One process at a time writes a run: it holds ``.lock`` (an ``flock``; the file h
 :meth:`RunDir.create` or :meth:`RunDir.open_existing` to :meth:`RunDir.release`. The kernel drops the lock of a
 killed process, so a lock file left behind is free. Temporary files that a killed run left (``*.tmp``, the
 halves of atomic replacements) are removed when it is resumed.
+A full disk raises :class:`hico.io.DiskFullError` naming the file that could not be written; status.json still
+says ``failed`` then (rewritten in place when no new file fits), and the previous checkpoints stay intact.
+A file that cannot be read (a truncated checkpoint, a config.yaml that is not YAML, a metrics line that is not
+a JSON object) raises :class:`RunFileError`, one line naming the file.
 """
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import os
@@ -32,9 +37,14 @@ from typing import Any
 
 import yaml
 
-from hico.io import atomic_write
+from hico.io import DiskFullError, atomic_write, yaml_error
 
 RUN_STATES = ("running", "finished", "failed", "interrupted")
+RESUMABLE = ("last", "best")  # the checkpoints --resume can start from (epoch_NNNN.pt hold weights only)
+
+
+class RunFileError(ValueError):
+    """A file of a run directory cannot be read (corrupt, truncated, not what it should hold); names the file."""
 
 
 def save_checkpoint(obj: dict, path: Path) -> None:
@@ -45,10 +55,23 @@ def save_checkpoint(obj: dict, path: Path) -> None:
 
 
 def load_checkpoint(path: Path) -> dict:
-    """Load a checkpoint written by :func:`save_checkpoint` (tensors and plain containers only)."""
+    """Load a checkpoint written by :func:`save_checkpoint` (tensors and plain containers only).
+
+    Raises:
+        RunFileError: the file is truncated, corrupt, or holds anything but plain data (one line naming it).
+    """
     import torch
 
-    return torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise
+    except Exception as e:  # a truncated zip, random bytes, a pickle that weights_only refuses ...
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise RunFileError(f"{path} is not a readable checkpoint ({reason[:200]})") from e
+    if not isinstance(ckpt, dict) or not {"model", "optimizer", "epoch", "global_step"} <= ckpt.keys():
+        raise RunFileError(f"{path} is not a training checkpoint (no model, optimizer and position)")
+    return ckpt
 
 
 class RunDir:
@@ -62,6 +85,7 @@ class RunDir:
         self.checkpoints = self.root / "checkpoints"
         self.last = self.checkpoints / "last.pt"
         self.best = self.checkpoints / "best.pt"
+        self.start = self.last  # the checkpoint a resumed run starts from (open_existing's ``start``)
         self.backbone = self.root / "backbone.pt"
         self.features = self.root / "features"
         self._lock = self.root / ".lock"
@@ -92,16 +116,24 @@ class RunDir:
         return run
 
     @classmethod
-    def open_existing(cls, root: str | Path) -> RunDir:
-        """An existing run directory, to resume; it must hold config.yaml and checkpoints/last.pt.
+    def open_existing(cls, root: str | Path, start: str = "last") -> RunDir:
+        """An existing run directory, to resume from ``checkpoints/<start>.pt`` (``last`` or ``best``); it must
+        hold config.yaml and that checkpoint.
 
         Temporary files left by a run killed while it replaced a file are removed.
         """
+        if start not in RESUMABLE:
+            raise ValueError(f"a run resumes from one of {', '.join(RESUMABLE)}, not {start!r}")
         run = cls(Path(root).expanduser())
+        run.start = run.checkpoints / f"{start}.pt"
         if not run.config_path.is_file():
             raise FileNotFoundError(f"{run.root} has no config.yaml: is it a `hico pretrain` run directory?")
-        if not run.last.is_file():
-            raise FileNotFoundError(f"{run.last} is missing: the run ended before its first checkpoint; start it anew")
+        if not run.start.is_file():
+            if start == "last":
+                raise FileNotFoundError(
+                    f"{run.last} is missing: the run ended before its first checkpoint; start it anew"
+                )
+            raise FileNotFoundError(f"{run.start} is missing: resume from last.pt (leave out --from)")
         run.acquire()
         run.remove_temp_files()
         return run
@@ -131,6 +163,21 @@ class RunDir:
         for p in stale:
             p.unlink(missing_ok=True)
         return stale
+
+    def resume_hint(self) -> str:
+        """What to do when the checkpoint to resume from is unreadable: start from best.pt when that one loads
+        (``--from best``), else start the run anew."""
+        if self.start != self.best and self.best.is_file():
+            try:
+                ckpt = load_checkpoint(self.best)
+            except RunFileError:
+                pass
+            else:
+                return (
+                    f"resume from {self.best.name} (epoch {ckpt['epoch']}, step {ckpt['global_step']}) with: "
+                    f"hico pretrain --resume {self.root} --from best"
+                )
+        return "no other resumable checkpoint is readable: start the run anew"
 
     def epoch_checkpoint(self, epoch: int) -> Path:
         """``checkpoints/epoch_NNNN.pt``: the backbone + FPN weights kept at the end of ``epoch`` (0: before training)."""
@@ -167,7 +214,10 @@ class RunDir:
     def release(self) -> None:
         """Drop the lock and close the metrics file."""
         if self._metrics_file is not None:
-            self._metrics_file.close()
+            try:
+                self._metrics_file.close()
+            except OSError:  # a full disk: a line that could not be flushed (the error was reported when logged)
+                pass
             self._metrics_file = None
         if self._lock_fd is not None:
             self._lock.unlink(missing_ok=True)  # still holding it: no other process has this file locked
@@ -175,15 +225,20 @@ class RunDir:
             self._lock_fd = None
 
     def read_config(self) -> dict:
-        """The run's resolved configuration."""
-        return yaml.safe_load(self.config_path.read_text())
+        """The run's resolved configuration (:class:`RunFileError` naming config.yaml when it is unreadable)."""
+        return read_config(self.root)
 
     def log(self, record: dict) -> None:
         """Append one JSON record to metrics.jsonl and flush it."""
-        if self._metrics_file is None:
-            self._metrics_file = open(self.metrics_path, "a", buffering=1)
-        self._metrics_file.write(json.dumps(record) + "\n")
-        self._metrics_file.flush()
+        try:
+            if self._metrics_file is None:
+                self._metrics_file = open(self.metrics_path, "a", buffering=1)
+            self._metrics_file.write(json.dumps(record) + "\n")
+            self._metrics_file.flush()
+        except OSError as e:
+            if e.errno == errno.ENOSPC:
+                raise DiskFullError(self.metrics_path) from e
+            raise
 
     def truncate_metrics(self, global_step: int) -> None:
         """Drop records after ``global_step`` (a resumed run redoes those steps and logs them again)."""
@@ -193,32 +248,76 @@ class RunDir:
         atomic_write(self.metrics_path, lambda f: f.writelines(json.dumps(r) + "\n" for r in keep))
 
     def set_status(self, state: str, **fields: Any) -> None:
-        """Replace status.json: the state, the time, and any extra fields (epoch, step, error)."""
+        """Replace status.json: the state, the time, and any extra fields (epoch, step, error).
+
+        On a full disk, where not even a small new file fits, status.json is rewritten in place: its own block
+        on disk holds the new text (a few hundred bytes), so a run that fails for want of space still says so.
+        """
         assert state in RUN_STATES, state
         status = {"state": state, "pid": os.getpid(), "updated": time.time(), **fields}
-        atomic_write(self.status_path, lambda f: json.dump(status, f))
+        try:
+            atomic_write(self.status_path, lambda f: json.dump(status, f))
+        except DiskFullError:
+            if not self.status_path.is_file():
+                raise
+            with open(self.status_path, "r+", encoding="utf-8") as f:
+                f.write(json.dumps(status))
+                f.truncate()
+
+
+def read_config(root: str | Path) -> dict:
+    """A run's config.yaml as a dict.
+
+    Raises:
+        FileNotFoundError: there is none.
+        RunFileError: it is not UTF-8 YAML holding a mapping (one line naming the file and, for YAML, the line).
+    """
+    path = Path(root) / "config.yaml"
+    try:
+        config = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as e:
+        raise RunFileError(f"{path} is not text (byte {e.start} is not UTF-8): the file is corrupt") from e
+    except yaml.YAMLError as e:
+        raise RunFileError(f"{path} is not valid YAML ({yaml_error(e)})") from e
+    if not isinstance(config, dict) or not all(isinstance(config.get(k) or {}, dict) for k in ("data", "train")):
+        raise RunFileError(f"{path} does not hold a run configuration (a mapping of sections)")
+    return config
 
 
 def read_metrics(root: str | Path) -> list[dict]:
-    """Records of a run's metrics.jsonl, tolerant of a last line still being written."""
+    """Records of a run's metrics.jsonl, tolerant of a last line still being written (no final newline yet).
+
+    Raises:
+        RunFileError: a complete line is not a JSON object (names the file and the line).
+    """
     path = Path(root) / "metrics.jsonl"
     if not path.exists():
         return []
+    text = path.read_text(encoding="utf-8", errors="replace")
+    lines = text.split("\n")  # the last item is "" after a final newline, else a line still being written
     records = []
-    for line in path.read_text().splitlines():
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
             continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            record = None
+            if number == len(lines):  # being written
+                continue
+        if not isinstance(record, dict):
+            raise RunFileError(f"{path} line {number} is not a JSON object: {line[:60]!r}")
+        records.append(record)
     return records
 
 
 def read_status(root: str | Path) -> dict:
     """A run's status.json (``{"state": "unknown"}`` when absent or unreadable)."""
     try:
-        return json.loads((Path(root) / "status.json").read_text())
-    except (OSError, json.JSONDecodeError):
+        status = json.loads((Path(root) / "status.json").read_text())
+    except (OSError, ValueError):
         return {"state": "unknown"}
+    return status if isinstance(status, dict) else {"state": "unknown"}
 
 
 def _is_temp(path: Path) -> bool:

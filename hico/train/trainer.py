@@ -39,10 +39,11 @@ from hico.data.cache import default_cache_dir
 from hico.data.pairs import PairDataset, make_views
 from hico.data.splits import holdout_split, semi_labels
 from hico.engine import forward_views
+from hico.io import DiskFullError
 from hico.losses import MoCoLoss, info_nce, momentum_update
 from hico.models import HiCoNet
 from hico.models.checkpoint import export_backbone, unwrap
-from hico.train.rundir import RunDir, load_checkpoint, save_checkpoint
+from hico.train.rundir import RunDir, RunFileError, load_checkpoint, save_checkpoint
 from hico.train.sampler import EpochBatchSampler
 
 
@@ -63,6 +64,7 @@ def pretrain(
     out: str | Path | None = None,
     resume: str | Path | None = None,
     progress: bool | None = None,
+    start: str = "last",
 ) -> RunDir:
     """Pretrain a method and return its run directory.
 
@@ -71,9 +73,11 @@ def pretrain(
         out: a new run directory (refused if it holds anything).
         resume: an existing run directory to continue from its ``checkpoints/last.pt``.
         progress: progress bars (default: when stderr is a terminal; plain lines otherwise).
+        start: with ``resume``, the checkpoint to continue from: ``last`` or ``best`` (``checkpoints/best.pt``,
+            when last.pt is unreadable).
     """
     device = dist.setup(device=None if cfg is None else cfg.train.device)
-    run = _open_run(cfg, out, resume)
+    run = _open_run(cfg, out, resume, start)
     try:
         cfg = method_from_dict(run.read_config(), str(run.config_path))
         try:
@@ -90,11 +94,15 @@ def pretrain(
     return run
 
 
-def _open_run(cfg: MethodConfig | None, out, resume) -> RunDir:
+def _open_run(cfg: MethodConfig | None, out, resume, start: str = "last") -> RunDir:
     if (out is None) == (resume is None):
         raise ValueError("give exactly one of out (a new run directory) and resume (an existing one)")
     if resume is not None:
-        run = RunDir.open_existing(resume) if dist.is_main() else RunDir(Path(resume))
+        if dist.is_main():
+            run = RunDir.open_existing(resume, start)
+        else:
+            run = RunDir(Path(resume))
+            run.start = run.checkpoints / f"{start}.pt"
     else:
         if cfg.data.path is None:
             raise ValueError("no data: pass --data PATH (or set data.path)")
@@ -255,8 +263,15 @@ class Trainer:
             export_backbone(self.model, self.run.epoch_checkpoint(self.epoch))
 
     def restore(self) -> None:
-        """Continue from last.pt: weights, optimizer, schedule and position."""
-        ckpt = load_checkpoint(self.run.last)
+        """Continue from last.pt (or the run's ``start`` checkpoint): weights, optimizer, schedule and position.
+
+        An unreadable checkpoint raises :class:`RunFileError`, one line naming it and, when best.pt loads,
+        how to resume from that one instead.
+        """
+        try:
+            ckpt = load_checkpoint(self.run.start)
+        except RunFileError as e:
+            raise RunFileError(f"{e}; {self.run.resume_hint()}") from e
         unwrap(self.model).load_state_dict(ckpt["model"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.scheduler.load_state_dict(ckpt["scheduler"])
@@ -268,7 +283,7 @@ class Trainer:
         self.sums = defaultdict(float, ckpt.get("epoch_sums", {}))
         if self.main:
             self.run.truncate_metrics(self.global_step)
-        self._say(f"resumed from {self.run.last} at epoch {self.epoch + 1}, step {self.global_step}")
+        self._say(f"resumed from {self.run.start} at epoch {self.epoch + 1}, step {self.global_step}")
 
     # ---------------------------------------------------------------------------------------------- loop
     def fit(self, resume: bool = False) -> None:
@@ -310,9 +325,8 @@ class Trainer:
             )
             raise
         except BaseException as e:
-            self._status(
-                "failed", error=f"{type(e).__name__}: {e}" if not isinstance(e, NonFiniteLossError) else str(e)
-            )
+            plain = isinstance(e, (NonFiniteLossError, DiskFullError))  # their message says it all
+            self._status("failed", error=str(e) if plain else f"{type(e).__name__}: {e}")
             raise
         finally:
             for sig, handler in handlers.items():
@@ -526,11 +540,18 @@ class Trainer:
         return batch["weight"] if getattr(self.pair_sampler, "loss_weights", False) else None
 
     def _status(self, state: str, **fields) -> None:
-        if self.main:
+        """Write status.json (rank 0); failing to, a failed or interrupted run only says so (its error wins)."""
+        if not self.main:
+            return
+        try:
             self.run.set_status(
                 state, epoch=self.epoch, epochs=self.cfg.train.epochs, step=self.global_step,
                 steps_per_epoch=self.steps_per_epoch, **fields,
             )  # fmt: skip
+        except OSError as e:
+            if state not in ("failed", "interrupted"):
+                raise
+            self._say(f"could not write {self.run.status_path}: {e}")
 
     def _say(self, msg: str) -> None:
         if self.main:
