@@ -143,6 +143,12 @@ class HiCoLoss(nn.Module):
             f"terms={list(self.terms)}, cross_pairing={self.cross_pairing!r}, smoothing={self.smoothing!r}"
         )
 
+    @property
+    def outputs(self) -> tuple[str, ...]:
+        """The model outputs the terms switched on read: embeddings finest first, then ``"logits"`` (soft_ce)."""
+        keys = {key for pairs in self._pairs.values() for pair in pairs for key, _ in pair}
+        return (*(k for k in PEER_TERMS if k in keys), *(("logits",) if "soft_ce" in self.terms else ()))
+
     def _contrastive_terms(
         self, outs: tuple[Mapping[str, Tensor], Mapping[str, Tensor]], weights: Tensor | None = None
     ) -> dict[str, Tensor]:
