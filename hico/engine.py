@@ -7,18 +7,24 @@ authors' trainer ran four forward passes per step; this runs one.
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 import torch
 from torch import Tensor, nn
 
 
-def forward_views(model: nn.Module, view1: Tensor, view2: Tensor) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+def forward_views(
+    model: nn.Module, view1: Tensor, view2: Tensor, outputs: Collection[str] | None = None
+) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
     """Run the model once on both views (B, 3, H, W) each; returns the output dict of each view.
 
     Every (2B, ...) tensor of the model's output is split into its first and second B rows; other entries
-    (such as a ``"maps"`` dict) are left out.
+    (such as a ``"maps"`` dict) are left out. ``outputs``: passed on to the model (``HiCoNet``: only these
+    outputs, e.g. the loss's ``outputs``); None calls ``model(x)``.
     """
     b = view1.shape[0]
-    out = model(torch.cat([view1, view2]))
+    x = torch.cat([view1, view2])
+    out = model(x) if outputs is None else model(x, outputs=outputs)
     out1 = {k: v[:b] for k, v in out.items() if isinstance(v, Tensor)}
     out2 = {k: v[b:] for k, v in out.items() if isinstance(v, Tensor)}
     return out1, out2

@@ -23,6 +23,8 @@ import torch
 from torch import Tensor, nn
 
 from hico import dist
+from hico.config import MethodConfig, load_method, method_names
+from hico.data.synth import write_dataset
 from hico.engine import forward_views
 from hico.losses import HiCoLoss, USCLLoss
 from hico.models import HiCoNet
@@ -273,3 +275,99 @@ def test_setup_rejects_devices_torchrun_cannot_use(monkeypatch: pytest.MonkeyPat
     with pytest.raises(ValueError, match="'cuda' or 'cpu'"):
         dist.setup(device="mps")
     assert not dist.is_dist()
+
+
+# ------------------------------------------------- every shipped method with parts its loss does not use
+TINY_RUN = [  # 3 steps of 2 + 2 pairs at 32 px
+    "model.init=random", "model.image_size=32", "augment.size=32", "data.working_size=48", "train.epochs=1",
+    "train.batch_size=4", "train.pairs_per_video=2", "train.max_steps=3", "train.holdout=0", "train.lr=0.01",
+    "train.epoch_checkpoints=false", "train.log_every=1", "train.device=cpu", "train.workers=0", "loss.queue_size=16",
+]  # fmt: skip
+
+
+def _method(name: str, data: str | Path | None = None) -> MethodConfig:
+    over = [o for o in TINY_RUN if not o.startswith("loss.queue_size") or name in ("mocov2", "ucl")]
+    return load_method(name, [*over, *([f"data.path={data}"] if data else [])])
+
+
+def _unused_parameters(name: str) -> list[str]:
+    """The parameters that get no gradient from the method's loss: one process, the model's every output, the
+    loss, backward; those whose ``.grad`` stays None (found here, not from the trainer's reasoning)."""
+    cfg = _method(name)
+    torch.manual_seed(0)
+    model = HiCoNet(cfg.model)
+    loss_fn = cfg.loss.build(dim=cfg.model.head_dim)
+    gen = torch.Generator().manual_seed(0)
+    v1, v2 = (torch.randn(4, 3, 32, 32, generator=gen) for _ in range(2))
+    labels = torch.tensor([0, 1, -1, 0]) if cfg.data.label_rate > 0 else torch.full((4,), -1)
+    if cfg.loss.kind == "moco":
+        out1, out2 = model(v1), {k: v.detach() for k, v in model(v2).items()}
+    else:
+        out1, out2 = forward_views(model, v1, v2)
+    loss_fn(out1, out2, labels)["total"].backward()
+    return [n for n, p in model.named_parameters() if p.grad is None]
+
+
+def _train_worker(rank: int, jobs: list[tuple[str, int]], data: str, workdir: str) -> None:
+    """One rank: for each method, the trainer of a 2-process run (DDP wrap and all) takes 3 real steps; rank 0
+    saves the weights. Errors are saved, not raised (the test shows them)."""
+    from hico.train import trainer
+
+    torch.set_num_threads(1)
+    errors = {}
+    for name, port in jobs:
+        os.environ.update(
+            RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(WORLD), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port)
+        )
+        try:
+            device = dist.setup(device="cpu", timeout_s=60)  # a hang becomes an error within a minute
+            run = trainer._open_run(_method(name, data), Path(workdir) / name, None)
+            try:
+                t = trainer.Trainer(_method(name, data), run, device)
+                t.pairs.set_epoch(0)
+                t.batches.set_epoch(0, 0)
+                for step, batch in zip(range(3), t.loader, strict=False):
+                    t.step(batch)
+                    t.step_in_epoch = step + 1
+                if rank == 0:
+                    torch.save({"steps": t.step_in_epoch, "model": t.model.state_dict()}, Path(workdir) / f"{name}.pt")
+            finally:
+                if rank == 0:
+                    run.release()
+        except Exception as err:  # noqa: BLE001 - reported by the test
+            errors[name] = f"{type(err).__name__}: {err}"[:2000]
+        finally:
+            dist.cleanup()
+    torch.save(errors, Path(workdir) / f"train_rank{rank}.pt")
+
+
+@pytest.fixture(scope="module")
+def partly_used() -> dict[str, list[str]]:
+    """Every shipped method whose loss leaves some parameters without a gradient, with those parameters."""
+    found = {name: _unused_parameters(name) for name in method_names()}
+    return {name: unused for name, unused in found.items() if unused}
+
+
+def test_methods_with_unused_parts_train_under_two_processes(partly_used, tmp_path):
+    """Every shipped method with parts its loss does not use trains 3 steps on 2 gloo processes, and those
+    parts keep their initial weights, as in one process (a zero gradient would let Adam's weight decay move
+    them; the FPN convs among them are part of the exported backbone)."""
+    assert {"hico-ablation-t1-local", "hico-ablation-t3-contrastive"} <= set(partly_used)  # the issue's two
+    data = write_dataset(tmp_path / "set", videos_per_class=2, n_frames=4, size=48, seed=1, progress=False)
+    jobs = [(name, _free_port()) for name in partly_used]
+    torch.multiprocessing.spawn(_train_worker, args=(jobs, str(data), str(tmp_path)), nprocs=WORLD, join=True)
+    for r in range(WORLD):
+        assert torch.load(tmp_path / f"train_rank{r}.pt", weights_only=False) == {}
+    moved = []  # (method, number of parameters without a gradient that changed, the first one)
+    for name, unused in partly_used.items():
+        saved = torch.load(tmp_path / f"{name}.pt", weights_only=True)
+        assert saved["steps"] == 3, name
+        trained = saved["model"]
+        cfg = _method(name)
+        torch.manual_seed(cfg.train.seed)  # the trainer's initial weights
+        initial = HiCoNet(cfg.model).state_dict()
+        changed = [key for key in unused if not torch.equal(trained[key], initial[key])]
+        if changed:
+            moved.append((name, len(changed), changed[0]))
+        assert not torch.equal(trained["backbone.conv1.weight"], initial["backbone.conv1.weight"]), name
+    assert moved == []

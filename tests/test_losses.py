@@ -491,8 +491,30 @@ def test_soft_ce_one_labelled_sample():
     assert losses["soft_ce"].item() == pytest.approx(expected, rel=1e-6)
     losses["total"].backward()
     assert torch.isfinite(logits1.grad).all() and logits1.grad[1].abs().sum() > 0
-    with pytest.raises(ValueError, match="2 labelled"):
-        HiCoLoss(terms=["soft_ce"], smoothing="reference")({"logits": logits1}, {"logits": logits2}, labels)
+    assert "soft_ce_skipped" not in losses  # only the reference smoothing skips batches
+
+
+@pytest.mark.parametrize(("labels", "skipped"), [([-1, 2, -1, -1], 1.0), ([-1, -1, -1, -1], 0.0), ([0, 2, -1, 1], 0.0)])
+def test_reference_soft_ce_skips_a_batch_with_one_labelled_sample(labels, skipped):
+    # the authors' alpha / (N - 1) divides by zero at N = 1: the term is 0 for that batch (finite zero
+    # gradients, still in the graph) and the batch is counted; N = 0 is not counted, N = 3 is computed
+    logits1 = torch.randn(4, 3, requires_grad=True)
+    logits2 = torch.randn(4, 3, requires_grad=True)
+    loss_fn = HiCoLoss(terms=["soft_ce", "global"], smoothing="reference", beta=1.0)
+    out1 = {"logits": logits1, "global": torch.randn(4, 8)}
+    out2 = {"logits": logits2, "global": torch.randn(4, 8)}
+    losses = loss_fn(out1, out2, torch.tensor(labels))
+    assert losses["soft_ce_skipped"].item() == skipped
+    assert losses["total"].item() == pytest.approx(losses["con"].item() + losses["soft_ce"].item(), rel=1e-6)
+    losses["total"].backward()
+    assert torch.isfinite(logits1.grad).all() and torch.isfinite(logits2.grad).all()
+    if sum(label >= 0 for label in labels) <= 1:
+        assert losses["soft_ce"].item() == 0.0
+        assert torch.equal(logits1.grad, torch.zeros(4, 3)) and torch.equal(logits2.grad, torch.zeros(4, 3))
+    else:
+        assert losses["soft_ce"].item() > 0 and logits1.grad.abs().sum() > 0
+    no_labels = loss_fn(out1, out2, None)
+    assert no_labels["soft_ce_skipped"].item() == 0.0 and no_labels["soft_ce"].item() == 0.0
 
 
 def test_soft_ce_label_shape_errors():

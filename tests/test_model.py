@@ -170,6 +170,26 @@ def test_every_parameter_gets_a_gradient(overrides: dict) -> None:
     assert missing == []
 
 
+@pytest.mark.parametrize("classifier", ["linear", "code"])
+def test_outputs_computes_only_what_is_asked(classifier: str) -> None:
+    torch.manual_seed(0)
+    model = HiCoNet(ModelConfig(classifier=classifier)).eval()
+    x = images(2)
+    full = model(x)
+    assert model.output_names == ("local", "medium", "global", "logits") == tuple(full)
+    only = model(x, outputs=("logits", "local"))
+    assert sorted(only) == ["local", "logits"]  # the linear classifier reads "global" but it is not returned
+    for key, value in only.items():
+        torch.testing.assert_close(value, full[key])
+    sum(v.square().mean() for v in only.values()).backward()
+    no_grad = {n.split(".")[0] + "." + n.split(".")[1] for n, p in model.named_parameters() if p.grad is None}
+    expected = {"heads.medium"} | ({"heads.global"} if classifier == "code" else set())
+    assert {n for n in no_grad if n.startswith("heads.")} == expected
+    assert not any(n.startswith(("backbone.", "classifier.")) for n in no_grad)
+    with pytest.raises(ValueError, match="no output"):
+        HiCoNet(ModelConfig(**SIMCLR))(x, outputs=("local",))
+
+
 def test_channels_last() -> None:
     model = HiCoNet().eval()
     x = images(2)

@@ -264,6 +264,32 @@ def test_non_finite_loss_stops_naming_step_and_term(tiny_data, tmp_path, monkeyp
     assert not (out / "backbone.pt").exists()
 
 
+def test_hico_code_finishes_when_every_batch_holds_one_labelled_video(tmp_path):
+    """The authors' smoothing alpha / (N - 1) has no value at N = 1: such a batch skips soft_ce and is counted.
+
+    One class of data_samples/, 4 videos, label rate 0.25: exactly one video is labelled (at least one per
+    class is), and with one pair per video and a batch of 4 every step holds it and no other labelled one.
+    """
+    import shutil
+
+    from hico.cli import SAMPLES
+
+    data = tmp_path / "one_class"
+    for video in sorted((SAMPLES / "covid").iterdir())[:4]:
+        shutil.copytree(video, data / "covid" / video.name)
+    over = ["model.init=random", "model.image_size=64", "augment.size=64", "data.working_size=64"]
+    over += ["model.num_classes=1", "data.label_rate=0.25", "train.batch_size=4", "train.pairs_per_video=1"]
+    over += ["train.epochs=2", "train.log_every=1", "train.epoch_checkpoints=false", f"data.path={data}"]
+    run = pretrain(load_method("hico-code", over), out=tmp_path / "run", progress=False)
+    assert read_status(run.root)["state"] == "finished"
+    steps = [r for r in read_metrics(run.root) if r["kind"] == "step"]
+    assert len(steps) == 2
+    for r in steps:
+        assert r["soft_ce_skipped"] == 1.0 and r["soft_ce"] == 0.0
+        assert math.isfinite(r["total"]) and r["total"] == pytest.approx(r["con"], rel=1e-6)
+    assert [r["train_soft_ce_skipped"] for r in epoch_records(run.root)[1:]] == [1.0, 1.0]  # fraction of steps
+
+
 def test_sampler_slices_a_global_batch_across_ranks_and_skips_on_resume():
     n, b = 50, 8
     single = EpochBatchSampler(n, b, seed=3)

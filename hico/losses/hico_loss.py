@@ -9,7 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from hico.losses.info_nce import info_nce
-from hico.losses.soft_ce import SMOOTHINGS, Smoothing, softened_cross_entropy
+from hico.losses.soft_ce import SMOOTHINGS, Smoothing, reference_skipped, softened_cross_entropy
 
 __all__ = ["CROSS_PAIRINGS", "HICO_TERMS", "HiCoLoss"]
 
@@ -80,7 +80,10 @@ class HiCoLoss(nn.Module):
 
     Returns:
         A dict of 0-dim tensors: ``"total"``, ``"con"`` and each term of ``HICO_TERMS`` by name
-        (unweighted values; the weights only enter ``con`` and ``total``).
+        (unweighted values; the weights only enter ``con`` and ``total``). With ``smoothing="reference"``
+        and ``soft_ce`` on, also ``"soft_ce_skipped"``: 1.0 when the batch has exactly one labelled sample,
+        so that the authors' formula has no value and ``soft_ce`` is 0 for that batch, else 0.0 (a count,
+        not a loss: it never enters ``total``; the trainer's epoch mean is the fraction of skipped steps).
 
     Example:
         >>> import torch
@@ -140,6 +143,12 @@ class HiCoLoss(nn.Module):
             f"terms={list(self.terms)}, cross_pairing={self.cross_pairing!r}, smoothing={self.smoothing!r}"
         )
 
+    @property
+    def outputs(self) -> tuple[str, ...]:
+        """The model outputs the terms switched on read: embeddings finest first, then ``"logits"`` (soft_ce)."""
+        keys = {key for pairs in self._pairs.values() for pair in pairs for key, _ in pair}
+        return (*(k for k in PEER_TERMS if k in keys), *(("logits",) if "soft_ce" in self.terms else ()))
+
     def _contrastive_terms(
         self, outs: tuple[Mapping[str, Tensor], Mapping[str, Tensor]], weights: Tensor | None = None
     ) -> dict[str, Tensor]:
@@ -194,4 +203,7 @@ class HiCoLoss(nn.Module):
         result = {"total": total, "con": con}
         for term in HICO_TERMS:
             result[term] = losses[term] if term in losses else zero()
+        if "soft_ce" in losses and self.smoothing == "reference":
+            skipped = zero() if labels is None else reference_skipped(labels).to(reference.device, reference.dtype)
+            result["soft_ce_skipped"] = skipped
         return result

@@ -80,6 +80,11 @@ class MoCoLoss(nn.Module):
             f"support_size={self.support_size}"
         )
 
+    @property
+    def outputs(self) -> tuple[str, ...]:
+        """The model outputs this loss reads (of the queries and of the keys)."""
+        return (self.key,)
+
     def forward(
         self,
         out_q: Mapping[str, Tensor],

@@ -8,8 +8,11 @@ Two smoothings are offered:
   eq. 8's 1/(2N) sum_i (CE(o_i, y~_i) + CE(o'_i, y~_i)) over the labelled samples.
 - ``"reference"``: the authors' code, y~ = (1 - alpha) * onehot + alpha / (N - 1) with N the number of
   labelled samples in the batch (the rows do not sum to 1), soft cross-entropy averaged over the
-  labelled samples of each view and SUMMED over the two views. N = 1 is an error (their code divides
-  by zero) and N = 0 gives 0 (their code gives NaN).
+  labelled samples of each view and SUMMED over the two views. Their code divides by zero when N = 1
+  (the run cannot go on) and gives NaN when N = 0. Here a batch with N = 0 or N = 1 contributes exactly
+  0 (graph-connected, zero gradients): the term is skipped for that batch. :func:`reference_skipped`
+  says when N = 1, and ``HiCoLoss`` logs it as ``soft_ce_skipped``: at label rate 0.2 and batch 32,
+  32 * 0.2 * 0.8**31, about one batch in 160, so a long run meets it almost surely.
 
 Samples with a negative label (use -1) are unlabelled and ignored.
 """
@@ -22,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["SMOOTHINGS", "labelled_cross_entropy", "soft_targets", "softened_cross_entropy"]
+__all__ = ["SMOOTHINGS", "labelled_cross_entropy", "reference_skipped", "soft_targets", "softened_cross_entropy"]
 
 Smoothing = Literal["normalized", "reference"]
 SMOOTHINGS: tuple[str, ...] = ("normalized", "reference")
@@ -128,7 +131,9 @@ def softened_cross_entropy(
         mode: ``"normalized"`` or ``"reference"``, see the module docstring.
 
     Returns:
-        0-dim tensor; exactly 0 (graph-connected) when no sample is labelled.
+        0-dim tensor; exactly 0 (graph-connected) when no sample is labelled, and in ``"reference"`` mode
+        also when exactly one is (the authors' alpha / (N - 1) has no value: the term is skipped for that
+        batch, see :func:`reference_skipped`).
 
     Example:
         >>> import torch
@@ -152,11 +157,24 @@ def softened_cross_entropy(
     labelled = labels >= 0
     n = int(labelled.sum())  # the reference formula depends on N: one host sync
     dtype = torch.promote_types(logits1.dtype, torch.float32)
-    if n == 0:
-        return (logits1[labelled].sum() + logits2[labelled].sum()).to(dtype)  # empty sums: 0, in the graph
+    if n <= 1:  # nothing labelled, or the authors' formula divides by zero: skipped, 0 in the graph
+        return (logits1[:0].sum() + logits2[:0].sum()).to(dtype)  # empty sums: 0, in the graph
     targets = soft_targets(labels, logits1.shape[1], alpha, mode="reference").to(logits1.device, dtype)
     total = logits1.new_zeros((), dtype=dtype)
     for logits in (logits1, logits2):  # per view: mean over the labelled samples; summed over the 2 views
         log_p = F.log_softmax(logits[labelled].to(dtype), dim=1)
         total = total + (-(targets * log_p).sum(dim=1)).mean()
     return total
+
+
+def reference_skipped(labels: Tensor | None) -> Tensor:
+    """1.0 when the ``"reference"`` softened CE skips the batch (exactly one labelled sample), else 0.0.
+
+    Args:
+        labels: (N,) integer classes, -1 = unlabelled.
+
+    Returns:
+        A float32 0-dim tensor on the labels' device, computed without a host sync. A batch with no
+        labelled sample is not counted: no smoothing mode has anything to learn from it.
+    """
+    return (labels >= 0).sum().eq(1).float()

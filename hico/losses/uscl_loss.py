@@ -54,6 +54,11 @@ class USCLLoss(nn.Module):
     def extra_repr(self) -> str:
         return f"lam={self.lam}, temperature={self.temperature}"
 
+    @property
+    def outputs(self) -> tuple[str, ...]:
+        """The model outputs this loss reads."""
+        return ("global", "logits")
+
     def forward(
         self,
         out1: Mapping[str, Tensor],

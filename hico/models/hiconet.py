@@ -15,6 +15,7 @@ Example::
 from __future__ import annotations
 
 import os
+from collections.abc import Collection
 from typing import Any
 
 from torch import Tensor, nn
@@ -100,18 +101,38 @@ class HiCoNet(nn.Module):
             maps.update(self.fpn({name: maps[name] for name in self.fpn.in_names}))
         return maps
 
-    def forward(self, x: Tensor, return_maps: bool = False) -> dict[str, Any]:
+    @property
+    def output_names(self) -> tuple[str, ...]:
+        """Everything ``forward`` can return besides the maps: the embeddings, then ``"logits"`` if a classifier."""
+        return (*self.sources, *(("logits",) if self.classifier is not None else ()))
+
+    def forward(self, x: Tensor, return_maps: bool = False, outputs: Collection[str] | None = None) -> dict[str, Any]:
+        """See the class docstring. ``outputs``: compute and return only these of :attr:`output_names`
+        (default: all). A loss that reads fewer outputs (an ablation row) then leaves the other heads and the
+        classifier out of the graph: they get no gradient (``None``), which DistributedDataParallel finds with
+        ``find_unused_parameters=True``; computed and discarded, they would get zero gradients, and Adam's
+        weight decay would move them."""
         cfg = self.config
         if cfg.pooling == "flatten" and tuple(x.shape[-2:]) != (cfg.image_size, cfg.image_size):
             raise ValueError(
                 f"pooling='flatten' fixes the input to {cfg.image_size}x{cfg.image_size} "
                 f"(ModelConfig.image_size), got {x.shape[-2]}x{x.shape[-1]}"
             )
+        wanted = set(self.output_names if outputs is None else outputs)
+        unknown = sorted(wanted - set(self.output_names))
+        if unknown:
+            raise ValueError(f"HiCoNet has no output {unknown}; it makes {list(self.output_names)}")
+        linear_logits = "logits" in wanted and cfg.classifier != "code"  # the linear classifier reads "global"
         maps = self.forward_maps(x)
-        out: dict[str, Any] = {name: self.heads[name](maps[level]) for name, level in self.sources.items()}
-        if self.classifier is not None:
+        out: dict[str, Any] = {
+            name: self.heads[name](maps[level])
+            for name, level in self.sources.items()
+            if name in wanted or (name == "global" and linear_logits)
+        }
+        if "logits" in wanted:
             features = maps["c5"] if cfg.classifier == "code" else out["global"]
             out["logits"] = self.classifier(features)
+        out = {name: value for name, value in out.items() if name in wanted}
         if return_maps:
             out["maps"] = maps
         return out

@@ -189,10 +189,16 @@ class Trainer:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda s: _constant_then_cosine(s, warm, total)
         )
+        # Only what the loss reads is computed; an ablation row leaves heads (and the classifier) without a
+        # gradient, which DDP must then look for (without, step 2 fails: "Expected to have finished reduction").
+        self.outputs = self.loss_fn.outputs
+        unused = sorted(set(model.output_names) - set(self.outputs))
         self.train_model: nn.Module = dist.maybe_sync_batchnorm(model, device) if self.world > 1 else model
         if self.world > 1:
             ids = [device.index] if device.type == "cuda" else None
-            self.train_model = nn.parallel.DistributedDataParallel(self.train_model, device_ids=ids)
+            self.train_model = nn.parallel.DistributedDataParallel(
+                self.train_model, device_ids=ids, find_unused_parameters=bool(unused)
+            )
         if t.compile:
             self.train_model = torch.compile(self.train_model)
         self.epoch, self.step_in_epoch, self.global_step = 0, 0, 0
@@ -405,13 +411,13 @@ class Trainer:
         labels, weights = batch["label"], self._loss_weights(batch)
         with torch.autocast(self.device.type, dtype=self.autocast or torch.bfloat16, enabled=self.autocast is not None):
             if self.key_model is not None:  # MoCo: queries from the trained encoder, keys from the momentum one
-                out1 = self.train_model(v1)
+                out1 = self.train_model(v1, outputs=self.outputs)
                 with torch.no_grad():
                     momentum_update(self.key_model, unwrap(self.model), self.loss_fn.momentum)
                     out2, negs = self._keys(v2, negatives[0] if negatives else None)
                 terms = self.loss_fn(out1, out2, labels, weights, negatives=negs)
             else:
-                out1, out2 = forward_views(self.train_model, v1, v2)
+                out1, out2 = forward_views(self.train_model, v1, v2, self.outputs)
                 if self.world > 1:
                     out1, out2 = dist.gather_outputs(out1), dist.gather_outputs(out2)
                     labels = dist.all_gather_nograd(labels)
@@ -526,12 +532,12 @@ class Trainer:
         """MoCo keys of ``view`` (B, 3, s, s) and, for UCL, of the intra-video negatives (B, M, 3, s, s), in one
         pass of the momentum encoder: the key outputs and the negatives' (B, M, D) embeddings (or None)."""
         if negatives is None:
-            return self.key_model(view), None
+            return self.key_model(view, outputs=self.outputs), None
         b, m = negatives.shape[:2]
         negatives = negatives.flatten(0, 1)
         if self.channels_last:
             negatives = negatives.contiguous(memory_format=torch.channels_last)
-        out = self.key_model(torch.cat([view, negatives]))
+        out = self.key_model(torch.cat([view, negatives]), outputs=self.outputs)
         key = self.loss_fn.key
         return {key: out[key][:b]}, out[key][b:].unflatten(0, (b, m))
 
