@@ -100,9 +100,9 @@ def files_read(monkeypatch) -> list[Path]:
         seen.extend(Path(f) for f in files)
         return key(files, size)
 
-    def spy_read(files, size):
+    def spy_read(files, size, *args, **kwargs):
         seen.extend(Path(f) for f in files)
-        return read(files, size)
+        return read(files, size, *args, **kwargs)
 
     monkeypatch.setattr(cache, "source_key", spy_key)
     monkeypatch.setattr(cache, "read_source", spy_read)
