@@ -61,7 +61,9 @@ def test_data_page_refuses_index_rows_outside_the_dataset(escaping_dataset, file
     import sys
 
     root, outside = escaping_dataset
-    monkeypatch.setattr(sys, "argv", [str(APP / "main.py"), str(root.parent)])  # `streamlit run app/main.py -- allowed/`
+    monkeypatch.setattr(
+        sys, "argv", [str(APP / "main.py"), str(root.parent)]
+    )  # `streamlit run app/main.py -- allowed/`
     at = page("data_page")
     at.session_state["dataset"] = str(root)
     at.run()
