@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 import yaml
 
@@ -46,6 +48,55 @@ def test_ablation_rows_switch_on_the_paper_terms(name, terms):
     assert set(cfg.loss.terms) == terms
     assert cfg.model.fpn and cfg.loss.kind == "hico"
     assert (cfg.data.label_rate > 0) == ("soft_ce" in terms)
+    assert (cfg.model.num_classes > 0) == ("soft_ce" in terms)
+
+
+BASELINE = "hico-ablation-t1-baseline"
+TABLES = {  # the rows of the paper's Tables 1-3, in order; row 1 of each is the SimCLR baseline
+    1: [BASELINE, *(f"hico-ablation-t1-{r}" for r in ("local", "medium", "global", "local-medium", "local-global"))]
+    + ["hico-ablation-t1-medium-global", "hico-ablation-t1-peer"],
+    2: [BASELINE, *(f"hico-ablation-t2-{r}" for r in ("global-medium", "global-local", "cross"))],
+    3: [BASELINE, *(f"hico-ablation-t3-{r}" for r in ("local", "local-medium", "peer", "peer-global-medium"))]
+    + ["hico-ablation-t3-contrastive", "hico-ablation-t3-full"],
+}
+
+
+def _flat(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        out.update(_flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+    return out
+
+
+def test_every_ablation_file_is_a_row_of_a_table_where_its_description_says():
+    rows = {name for names in TABLES.values() for name in names}
+    assert rows == {n for n in method_names() if n.startswith("hico-ablation-")}
+    for table, names in TABLES.items():
+        for row, name in enumerate(names, 1):
+            text = " ".join(load_method(name).description.split())
+            assert f"Table {table}, row {row}" in text or (row == 1 and "Tables 1-3, row 1" in text), name
+
+
+@pytest.mark.parametrize("table", TABLES)
+def test_rows_of_an_ablation_table_differ_only_in_their_loss_terms(table):
+    """Fair ablations: every row of a table shares initialisation, head, optimiser, schedule, data, batch and
+    epochs, so that a gain between two rows is the loss terms' alone. The resolved configurations of two rows may
+    differ only in:
+    - loss.terms: what the table varies;
+    - model.fpn: only against the baseline, SimCLR on ResNet-18 without FPN (paper, Tables 1-3, row 1);
+    - data.label_rate and model.num_classes: only between a row with soft_ce and one without; they are the
+      labels and the classifier that soft_ce reads (a label-free row uses no label and builds no classifier).
+    name and description are not settings."""
+    configs = {name: load_method(name) for name in TABLES[table]}
+    flat = {name: _flat(cfg.to_dict()) for name, cfg in configs.items()}
+    for a, b in itertools.combinations(TABLES[table], 2):
+        differ = {k for k in flat[a] if flat[a][k] != flat[b][k]} - {"name", "description"}
+        allowed = {"loss.terms"}
+        if BASELINE in (a, b):
+            allowed.add("model.fpn")
+        if ("soft_ce" in configs[a].loss.terms) != ("soft_ce" in configs[b].loss.terms):
+            allowed |= {"data.label_rate", "model.num_classes"}
+        assert differ <= allowed, f"{a} vs {b}: {sorted(differ - allowed)} differ"
 
 
 def test_the_paper_and_code_variants_differ_where_method_md_says():
@@ -62,7 +113,9 @@ def test_baselines():
     assert not simclr.model.fpn and simclr.loss.terms == ("global",) and simclr.model.init == "random"
     assert uscl.loss.kind == "uscl" and uscl.loss.lam == 0.2 and uscl.data.pairs == "uscl"
     assert (uscl.model.head_layers, uscl.model.hidden_dim, uscl.model.head_dim) == (2, 512, 256)
-    assert load_method("hico-ablation-t1-baseline").to_dict()["model"] == simclr.to_dict()["model"]
+    baseline = load_method(BASELINE)  # the ablation's SimCLR row: the paper's model, the other rows' recipe
+    assert not baseline.model.fpn and baseline.loss.terms == ("global",) and baseline.data.label_rate == 0
+    assert baseline.model.init == load_method("hico").model.init == "imagenet"
 
 
 def test_overrides_are_typed_and_checked():
