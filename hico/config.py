@@ -6,6 +6,10 @@ A method file (``hico/configs/NAME.yaml``) has up to five sections, ``model`` (:
 method and overrides what the file names, so an ablation row is a few lines. A key that does not exist is an
 error naming the key and its file.
 
+Values are read by the type each field declares, in one place (:func:`typed_value`): YAML 1.1 reads ``3e-4`` and
+``1e9`` as text, so a float field accepts them (and ``1.0e-3``, ``0.5``); an int field accepts a number only when
+it is integral (``1e3`` is 1000, ``0.5`` is an error); a bool field accepts only true/false, never a number.
+
 Example::
 
     >>> cfg = load_method("hico", ["loss.lam=0.3", "model.init=random"])
@@ -15,8 +19,12 @@ Example::
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import difflib
+import math
+import types
+import typing
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -173,28 +181,40 @@ def method_names() -> list[str]:
 
 def method_from_dict(raw: dict, source: str = "config") -> MethodConfig:
     """Rebuild a :class:`MethodConfig` from :meth:`MethodConfig.to_dict` output (a run's config.yaml)."""
-    return _build(dict(raw), source)
+    return _build(dict(raw), source, {})
 
 
 def load_method(name_or_path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> MethodConfig:
     """Load a named method or a YAML file, apply ``key.sub=value`` overrides, validate every section.
 
+    An override's value is read as YAML, then as the field's type (:func:`typed_value`); an error in it names
+    the override as ``--set KEY=VALUE`` (what the command line calls it), an error in a file names the file.
+
     Raises:
         ConfigError: unknown method, unreadable file, unknown key, bad value (one line, naming key and file).
     """
-    raw, source = _resolve(str(name_or_path), seen=())
+    raw, source, origins = _resolve(str(name_or_path), seen=())
+    before = copy.deepcopy(raw)
     for item in overrides:
         key, sep, value = item.partition("=")
         if not sep or not key:
-            raise ConfigError(f"override {item!r} must look like section.key=value, e.g. loss.lam=0.3")
-        _set(raw, key.strip().split("."), yaml.safe_load(value), f"override {item!r}")
+            raise ConfigError(f"--set {item}: an override must look like section.key=value, e.g. loss.lam=0.3")
+        keys = key.strip().split(".")
+        where = f"--set {item}"
+        try:
+            parsed = yaml.safe_load(value)
+        except yaml.YAMLError:
+            parsed = value  # e.g. "[p2, p3" : let the field's type say what it expected
+        _set(raw, keys, parsed, where)
+        origins[tuple(keys)] = (where, value)
     raw.setdefault("name", Path(str(name_or_path)).stem)
-    return _build(raw, source)
+    return _build(raw, source, origins, before)
 
 
-def _resolve(name: str, seen: tuple[str, ...]) -> tuple[dict, str]:
-    """The raw dict of method ``name`` (a YAML file or a shipped method), its ``extends`` chain merged in;
-    ``seen``: the files that extend it, innermost last (they name it in the errors)."""
+def _resolve(name: str, seen: tuple[str, ...]) -> tuple[dict, str, dict]:
+    """The merged raw mapping of a method file and its ``extends`` chain, the file's path, and for every
+    ``(section, key)`` the file that set it last (``{key: (where, None)}``, see :func:`_build`); ``seen``: the
+    files that extend it, innermost last (they name it in the errors)."""
     path = Path(name)
     if not (path.suffix in (".yaml", ".yml") and path.exists()):
         path = config_dir() / f"{name}.yaml"
@@ -214,12 +234,13 @@ def _resolve(name: str, seen: tuple[str, ...]) -> tuple[dict, str]:
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping of sections, got {type(raw).__name__}")
     parent = raw.pop("extends", None)
+    mine = {(sec, k): (f"{path}: {sec}.{k}", None) for sec, v in raw.items() if isinstance(v, dict) for k in v}
     if parent is None:
-        return raw, str(path)
-    base, _ = _resolve(str(parent), (*seen, str(path)))
+        return raw, str(path), mine
+    base, _, origins = _resolve(str(parent), (*seen, str(path)))
     base.pop("description", None)
     base.pop("name", None)
-    return _merge(base, raw), str(path)
+    return _merge(base, raw), str(path), {**origins, **mine}
 
 
 def _merge(base: dict, over: dict) -> dict:
@@ -238,31 +259,172 @@ def _set(raw: dict, keys: list[str], value: Any, where: str) -> None:
     node[keys[-1]] = value
 
 
-def _build(raw: dict, source: str) -> MethodConfig:
+def typed_value(cls: type, key: str, value: Any, text: str | None = None) -> Any:
+    """``value`` (as YAML read it) converted to the type that field ``key`` of dataclass ``cls`` declares.
+
+    int: an int, or a number or numeric text that is integral (``1e3`` -> 1000); float: a number or numeric
+    text (``3e-4``, ``1e9``, which YAML 1.1 reads as text), finite; bool: only true/false; str: text (``text``,
+    the characters as typed on the command line, when YAML read them as something else, e.g. ``2024``);
+    ``X | None``: None too; ``tuple[T, ...]``: a list of T (a single text for a tuple of texts).
+
+    Raises:
+        ValueError: "expected <kind> (<type>), got <value>"; the caller adds where the value came from.
+    """
+    return _coerce(typing.get_type_hints(cls)[key], value, text)
+
+
+def _coerce(tp: Any, value: Any, text: str | None) -> Any:
+    got = repr(text) if text is not None else repr(value)
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        for arg in args:  # the value as it is, if one member takes it (str | bool: "auto" or true)
+            if arg is not type(None) and _is(arg, value):
+                return value
+        for arg in args:
+            if arg is not type(None):
+                try:
+                    return _coerce(arg, value, text)
+                except ValueError:
+                    pass
+        raise ValueError(f"expected {_kind(tp)}, got {got}")
+    if origin is tuple:
+        variadic = len(args) == 2 and args[1] is Ellipsis
+        if variadic and args[0] is str and isinstance(value, str):
+            return value  # one term: terms: global
+        items = args[:1] * len(value) if variadic and isinstance(value, (list, tuple)) else args
+        if not isinstance(value, (list, tuple)) or len(value) != len(items):
+            raise ValueError(f"expected {_kind(tp)}, got {got}")
+        try:
+            return tuple(_coerce(a, v, None) for a, v in zip(items, value, strict=True))
+        except ValueError:
+            raise ValueError(f"expected {_kind(tp)}, got {got}") from None
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+    elif tp is int or tp is float:
+        number = _number(value)
+        if number is not None and tp is float:
+            return number
+        if number is not None and isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if number is not None and number.is_integer():
+            return int(number)
+    elif tp is str:
+        if isinstance(value, str):
+            return value
+        if text is not None:
+            return text
+    else:
+        return value
+    raise ValueError(f"expected {_kind(tp)}, got {got}")
+
+
+def _is(tp: Any, value: Any) -> bool:
+    return isinstance(value, bool) if tp is bool else isinstance(value, tp) and not isinstance(value, bool)
+
+
+def _number(value: Any) -> float | None:
+    """A finite float from a number or numeric text; None for anything else (bool, nan, 'abc')."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        number = float(value) if abs(value) < 1e308 else math.inf
+    elif isinstance(value, str):
+        try:
+            number = float(value)
+        except (ValueError, OverflowError):
+            return None
+    else:
+        return None
+    return number if math.isfinite(number) else None
+
+
+_KINDS = {bool: "true or false (bool)", int: "an integer (int)", float: "a number (float)", str: "text (str)"}
+_PLURALS = {bool: "true/false values (bool)", int: "integers (int)", float: "numbers (float)", str: "texts (str)"}
+
+
+def _kind(tp: Any) -> str:
+    """How an error message names a type: "a number (float)", "a list of 2 numbers (float)", ..."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join("null" if a is type(None) else _kind(a) for a in args)
+    if origin is tuple:
+        if len(args) == 2 and args[1] is Ellipsis:
+            return f"a list of {_PLURALS[args[0]]}"
+        return f"a list of {len(args)} {_PLURALS[args[0]]}"
+    return _KINDS.get(tp, getattr(tp, "__name__", str(tp)))
+
+
+def _build(raw: dict, source: str, origins: dict | None = None, before: dict | None = None) -> MethodConfig:
+    """Build a :class:`MethodConfig` from a merged raw mapping. ``origins[(section, key)] = (where, text)``
+    says where a value came from (``"FILE: section.key"`` or ``"--set KEY=VALUE"`` and the text typed after
+    ``=``); ``before``: the mapping before the overrides, to tell which override made a section invalid."""
+    origins = origins or {}
     known = {"name", "description", *SECTIONS}
     for key in raw:
         if key not in known:
+            where = next((w for (s, *_), (w, t) in origins.items() if s == key and t is not None), source)
             raise ConfigError(
-                f"{source}: unknown section {key!r}{_hint(key, known)}; sections: {', '.join(sorted(known))}"
+                f"{where}: unknown section {key!r}{_hint(key, known)}; sections: {', '.join(sorted(known))}"
             )
     sections = {}
     for name, cls in SECTIONS.items():
         values = raw.get(name) or {}
         if not isinstance(values, dict):
             raise ConfigError(f"{source}: section {name!r} must be a mapping")
-        fields = [f.name for f in dataclasses.fields(cls)]
-        for key in values:
-            if key not in fields:
-                raise ConfigError(
-                    f"{source}: unknown key {name}.{key}{_hint(key, fields)}; {name} keys: {', '.join(fields)}"
-                )
+        typed = _typed(cls, name, values, source, origins)
         try:
-            sections[name] = cls(**values)
+            sections[name] = cls(**typed)
         except (TypeError, ValueError) as e:
-            raise ConfigError(f"{source}: {name}: {e}") from e
+            raise ConfigError(f"{_blame(cls, name, source, origins, before, values)}: {e}") from e
     cfg = MethodConfig(name=str(raw.get("name", "")), description=str(raw.get("description", "")).strip(), **sections)
     _check_consistency(cfg, source)
     return cfg
+
+
+def _typed(cls: type, name: str, values: dict, source: str, origins: dict) -> dict:
+    """The section's values, every key checked to exist and converted to its field's type."""
+    fields = [f.name for f in dataclasses.fields(cls)]
+    out = {}
+    for key, value in values.items():
+        where, text = origins.get((name, key), (f"{source}: {name}.{key}", None))
+        if key not in fields:
+            at = where if text is not None else source
+            raise ConfigError(f"{at}: unknown key {name}.{key}{_hint(key, fields)}; {name} keys: {', '.join(fields)}")
+        try:
+            out[key] = typed_value(cls, key, value, text)
+        except ValueError as e:
+            raise ConfigError(f"{where}: {e}") from None
+    return out
+
+
+def _blame(cls: type, name: str, source: str, origins: dict, before: dict | None, values: dict) -> str:
+    """Who made a section invalid: the overrides each of which, set back to the file's value, makes it valid;
+    else all of the section's overrides when the file's own values are valid; else the file."""
+    file_values = (before or {}).get(name) or {}
+    culprits = []
+    for key in values:
+        where, text = origins.get((name, key), (None, None))
+        if text is None:
+            continue  # from the file
+        trial = {k: v for k, v in values.items() if k != key}
+        if key in file_values:
+            trial[key] = file_values[key]
+        try:
+            cls(**_typed(cls, name, trial, source, origins))
+        except (TypeError, ValueError):
+            continue
+        culprits.append(where)
+    if not culprits:  # several overrides together, or the file itself
+        sets = [origins[(name, k)][0] for k in values if origins.get((name, k), (0, None))[1] is not None]
+        try:
+            cls(**_typed(cls, name, dict(file_values), source, {}))
+            culprits = sets
+        except (TypeError, ValueError):
+            pass
+    return "; ".join(culprits) or f"{source}: {name}"
 
 
 def _check_consistency(cfg: MethodConfig, source: str) -> None:

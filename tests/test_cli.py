@@ -92,3 +92,18 @@ def test_demo_draws_pairs_from_the_sample_set(tmp_path):
 
     with Image.open(tmp_path / "pairs.png") as im:
         assert im.size[0] > 600 and im.size[1] > 600
+
+
+def test_set_takes_a_number_in_exponent_notation(capsys):
+    # YAML 1.1 reads 3e-4 as text; the key's type makes it a number
+    assert main(["model", "summary", "--config", "hico", "--set", "train.lr=3e-4", "--set", "train.max_steps=1e3"]) == 0
+    capsys.readouterr()
+
+
+def test_set_with_a_value_of_the_wrong_type_is_one_line_naming_it(tmp_path, capsys):
+    out = tmp_path / "run"
+    argv = ["pretrain", "--preset", "demo", "--set", "train.lr=abc", "--out", str(out), "--no-progress"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "hico: error: --set train.lr=abc: expected a number (float), got 'abc'"
+    assert not out.exists()

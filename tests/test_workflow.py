@@ -4,6 +4,7 @@ probe and embed its backbone. About two minutes on a 2-core CPU (the demo preset
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -22,18 +23,38 @@ def demo_run(tmp_path_factory) -> Path:
     return out
 
 
+# What the demo preset guarantees, measured, not one machine's trajectory: a run is deterministic on one CPU, but
+# another CPU (AVX2 / AVX-512 kernels round differently) gives another trajectory, as another seed does. Measured
+# with `hico pretrain --preset demo --set train.seed=S` (the test runs S = 0) on a 2-core AVX-512 x86-64 CPU:
+#   seed  train_total ep1 -> ep10 (drop)   holdout_con ep0 -> ep10 (drop)   k-NN ep0 -> ep10 local / medium / global
+#   0     12.615 -> 12.180 (0.435)         14.741 -> 11.970 (2.771)         .531->.938  .406->.844  .542->.708
+#   1     12.513 ->  9.912 (2.601)         14.435 ->  9.759 (4.676)         .469->.729  .479->.740  .583->.750
+#   (seed 0 on the first CPU it was written on: a train_total drop of more than 1.0). Only two seeds so far: rerun
+#   `python bench/demo_margins.py --seeds 0 1 2 3` on a free machine to widen the sample.
+# Each margin below is about half the worst figure measured.
+TRAIN_DROP = 0.2  # train_total: epoch 1 -> last epoch; worst measured 0.435 (seed 0)
+HOLDOUT_DROP = 1.3  # holdout_con: before training -> last epoch; worst measured 2.771 (seed 0)
+KNN_RISE = 0.1  # k-NN accuracy on held-out videos, mean rise of the three levels; worst measured 0.229 (seed 1)
+# Chance level of the held-out loss: con = lam * 3 peer terms + (1 - lam) * 2 cross terms of 2 InfoNCE each, and
+# an InfoNCE over N = batch_size pairs that tells nothing apart is ln(2N - 1); random init starts above it.
+HOLDOUT_CHANCE = (0.5 * 3 + 0.5 * 4) * math.log(2 * 16 - 1)
+
+
 def test_demo_preset_pretrains_and_learns(demo_run):
     assert read_status(demo_run)["state"] == "finished"
     for name in ("config.yaml", "metrics.jsonl", "backbone.pt", "checkpoints/last.pt", "checkpoints/best.pt"):
         assert (demo_run / name).is_file(), name
     epochs = [r for r in read_metrics(demo_run) if r["kind"] == "epoch"]
     assert [r["epoch"] for r in epochs] == list(range(11))  # before training, then 10 epochs
-    first, last = epochs[1], epochs[-1]
-    # The promise of the preset: the loss falls and k-NN accuracy on held-out videos rises (every level).
-    assert last["train_total"] < first["train_total"] - 1.0
-    assert last["holdout_con"] < epochs[0]["holdout_con"]
-    for level in ("local", "medium", "global"):
-        assert last[f"knn_{level}"] > epochs[0][f"knn_{level}"], level
+    assert all(math.isfinite(v) for r in epochs for v in r.values() if isinstance(v, float))
+    before, first, last = epochs[0], epochs[1], epochs[-1]
+    # The promise of the preset: the loss falls and k-NN accuracy on held-out videos rises.
+    assert before["holdout_con"] > HOLDOUT_CHANCE  # random init: worse than chance (the margin below is real)
+    assert last["holdout_con"] < before["holdout_con"] - HOLDOUT_DROP
+    assert last["train_total"] < first["train_total"] - TRAIN_DROP
+    levels = ("local", "medium", "global")
+    rise = sum(last[f"knn_{level}"] - before[f"knn_{level}"] for level in levels) / len(levels)
+    assert rise > KNN_RISE, {level: (before[f"knn_{level}"], last[f"knn_{level}"]) for level in levels}
 
 
 def test_finetune_probe_and_embed_the_demo_backbone(demo_run, tmp_path, monkeypatch, capsys):
