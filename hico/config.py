@@ -280,7 +280,7 @@ def _coerce(tp: Any, value: Any, text: str | None) -> Any:
         if value is None and type(None) in args:
             return None
         for arg in args:  # the value as it is, if one member takes it (str | bool: "auto" or true)
-            if arg is not type(None) and _is(arg, value):
+            if arg is not type(None) and typing.get_origin(arg) is not typing.Literal and _is(arg, value):
                 return value
         for arg in args:
             if arg is not type(None):
@@ -288,6 +288,10 @@ def _coerce(tp: Any, value: Any, text: str | None) -> Any:
                     return _coerce(arg, value, text)
                 except ValueError:
                     pass
+        raise ValueError(f"expected {_kind(tp)}, got {got}")
+    if origin is typing.Literal:
+        if isinstance(value, str) and value in args:
+            return value
         raise ValueError(f"expected {_kind(tp)}, got {got}")
     if origin is tuple:
         variadic = len(args) == 2 and args[1] is Ellipsis
@@ -350,6 +354,8 @@ def _kind(tp: Any) -> str:
     origin, args = typing.get_origin(tp), typing.get_args(tp)
     if origin in (typing.Union, types.UnionType):
         return " or ".join("null" if a is type(None) else _kind(a) for a in args)
+    if origin is typing.Literal:
+        return " or ".join(repr(a) for a in args)
     if origin is tuple:
         if len(args) == 2 and args[1] is Ellipsis:
             return f"a list of {_PLURALS[args[0]]}"

@@ -13,7 +13,7 @@ import dataclasses
 import difflib
 import os
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 LEVEL_NAMES = ("p2", "p3", "p4", "p5")
 """FPN output levels; ``pK`` is built on ResNet stage ``cK`` and has stride ``2**K`` (1/4 .. 1/32)."""
@@ -85,7 +85,7 @@ class ModelConfig:
     head_layers: int = 1
     head_dim: int = 256
     hidden_dim: int = 256
-    num_classes: int | None = 3
+    num_classes: int | Literal["auto"] | None = 3  # "auto" (None once read): the number of the data's classes
     classifier: str = "linear"
     init: str = "random"
 
