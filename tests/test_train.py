@@ -161,7 +161,6 @@ def test_run_records_the_videos_whose_labels_the_loss_used(tiny_data, tmp_path, 
     """labelled_videos.json names exactly the videos whose labels reached the loss, and the videos trained on;
     an old run without it gets the same record back from its config.yaml, with a warning."""
     from hico.eval.features import Features
-    from hico.train.labelled import read_record
 
     fed: set[tuple[int, int]] = set()  # (video index in the training set, label) of every pair the loss saw
     step = Trainer.step
@@ -184,6 +183,8 @@ def test_run_records_the_videos_whose_labels_the_loss_used(tiny_data, tmp_path, 
         n = sum(v.startswith(c) for v in train_ids)
         assert sum(v.startswith(c) for v in record["videos"]) == max(1, round(0.5 * n))
     assert not set(record["videos"]) & holdout
+
+    from hico.train.labelled import read_record
 
     (root / "labelled_videos.json").unlink()  # a run made before the file existed
     with pytest.warns(UserWarning, match="recomputed from its config.yaml"):
