@@ -1,4 +1,8 @@
-"""Evaluate: linear probe + k-NN (seconds, here) and k-fold fine-tuning (minutes, in its own process) of a run."""
+"""Evaluate: linear probe + k-NN (seconds, here) and k-fold fine-tuning (minutes, in its own process) of a run.
+
+Both keep the videos whose labels the run's pretraining used out of their test folds (hico.eval.leakage) and
+say how many there were, and how many test videos the pretraining saw without labels.
+"""
 
 from __future__ import annotations
 
@@ -51,6 +55,7 @@ def probe_section(spec: str, data: str, size: int) -> None:
         for name, r in result["levels"].items()
     ]  # fmt: skip
     st.dataframe(rows, hide_index=True)
+    overlap_note(result)
     st.plotly_chart(
         confusion_figure(result["levels"]["global"]["linear_confusion"], result["classes"], "global, linear")
     )
@@ -62,7 +67,7 @@ def run_probe(spec: str, mtime: float, data: str, size: int, folds: int) -> dict
     from hico.eval.probe import probe
 
     feats = extract_features(load_model(spec), load_dataset(data), size=size, per_video=8)
-    return probe(feats, folds=folds)
+    return probe(feats, folds=folds, backbone=spec, data=data)
 
 
 def finetune_section(spec: str, data: Path, size: int, where: Path) -> None:
@@ -109,6 +114,7 @@ def show_results(results: dict, name: str) -> None:
             "macro F1 %": round(100 * s["macro_f1"], 1), "video accuracy %": round(100 * s["video_accuracy"], 1),
         })  # fmt: skip
     st.dataframe(rows, hide_index=True)
+    overlap_note(results)
     st.caption(
         f"95% CI: bootstrap over test {ci_unit(results)}s. "
         "The best-TEST-epoch row is the authors' protocol: it picks the epoch on the test set and is biased upwards."
@@ -116,6 +122,24 @@ def show_results(results: dict, name: str) -> None:
     st.plotly_chart(
         confusion_figure(results["summary"]["honest_final"]["confusion"], results["classes"], "final epoch")
     )
+
+
+def overlap_note(result: dict) -> None:
+    """Say what the pretraining saw of the evaluated videos: the labelled ones are kept out of the test folds."""
+    from hico.eval.leakage import overlap_line
+
+    if "label_overlap" not in result:
+        st.warning(
+            "This result predates the check for label leakage: its test folds may hold videos whose labels the "
+            "pretraining used. Run it again."
+        )
+    elif result["label_overlap"] is None:
+        st.warning(overlap_line(result))
+    else:
+        st.caption(
+            overlap_line(result) + ". Videos whose labels the pretraining used are never tested, so the "
+            "accuracies are not inflated by them; videos it saw without labels are allowed (self-supervision)."
+        )
 
 
 def confusion_figure(cm: list[list[int]], classes: list[str], title: str) -> go.Figure:

@@ -9,7 +9,10 @@ holdout), the same number of optimizer steps of the same batch at the same image
 initialisation (ImageNet weights cannot be downloaded here). The wall-clock seconds each took are printed too.
 Then every backbone, and a random one, is fine-tuned on POCUS (covid / pneumonia / regular) by ``hico finetune``'s
 protocol: 5 folds grouped by patient, the last residual block + a new head, and the three ways to pick an epoch
-(final epoch and inner-validation epoch: honest; best test epoch: the authors', optimistic).
+(final epoch and inner-validation epoch: honest; best test epoch: the authors', optimistic). A video whose
+label a pretraining used is never a test video when the fine-tuning data is the pretraining data (``--finetune-data``
+= ``--pretrain-data``): ``finetune`` keeps it in training, and the table says how many there were per backbone
+(``label_overlap``) and how many test videos the pretraining saw without labels (``pretrained_on_test_videos``).
 
 Results go to ``--out`` (pretraining run directories, one ``finetune-<method>.json`` each, ``table.txt``). Run it
 again with the same ``--out`` and finished parts are reused: an interrupted pretraining resumes from its
@@ -27,6 +30,7 @@ from hico.config import load_method
 from hico.data import scan
 from hico.data.cache import default_cache_dir
 from hico.eval.finetune import PROTOCOL_LABELS, PROTOCOLS, FinetuneConfig, finetune
+from hico.eval.leakage import overlap_line
 from hico.io import write_json
 from hico.train.rundir import read_status
 from hico.train.trainer import pretrain
@@ -116,6 +120,7 @@ def format_table(rows: list[dict], folds: int) -> str:
     )
     lines.append("patient groups; macro F1 and video accuracy (majority vote): final epoch. The 'best TEST epoch'")
     lines.append("column is the authors' protocol and is biased upwards: quote the honest ones.")
+    lines += [f"{r['name']}: {r['overlap']}" for r in rows if "overlap" in r]
     return "\n".join(lines)
 
 
@@ -158,7 +163,10 @@ def main() -> None:
     videos.load_all(progress=True)
     for name, spec, seconds, steps in backbones:
         results = finetune_backbone(name, spec, videos, args)
-        rows.append({"name": name, "pretrain_s": seconds, "steps": steps, "summary": results["summary"]})
+        overlap = overlap_line(results) if "label_overlap" in results else "not checked (an older result: delete it)"
+        rows.append(
+            {"name": name, "pretrain_s": seconds, "steps": steps, "summary": results["summary"], "overlap": overlap}
+        )
 
     budget = (
         f"budget: pretraining on {args.pretrain_data.name}, {args.epochs} epochs x batch {args.batch_size} pairs at "

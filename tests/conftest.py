@@ -46,6 +46,27 @@ def ramp(n: int, h: int = 40, w: int = 48) -> np.ndarray:
     return np.stack([np.full((h, w), 20 + 15 * i, np.uint8) for i in range(n)])
 
 
+def fake_run(root, data, labelled, pretrained, seed=0):
+    """A pretraining run directory as ``hico pretrain`` leaves it, as far as evaluation reads it: config.yaml,
+    backbone.pt (a random network drawn from ``seed``), checkpoints/epoch_0001.pt, labelled_videos.json."""
+    import json
+
+    import torch
+
+    from hico.models import HiCoNet, ModelConfig
+    from hico.models.checkpoint import export_backbone
+
+    root.mkdir(parents=True)
+    (root / "config.yaml").write_text(f"name: fake\ndata:\n  path: {data}\n")
+    torch.manual_seed(seed)
+    net = HiCoNet(ModelConfig(init="random"))
+    export_backbone(net, root / "backbone.pt")
+    export_backbone(net, root / "checkpoints" / "epoch_0001.pt")
+    record = {"dataset": str(data.resolve()), "videos": sorted(labelled), "pretrained_videos": sorted(pretrained)}
+    (root / "labelled_videos.json").write_text(json.dumps(record))
+    return root
+
+
 @pytest.fixture(autouse=True)
 def _keep_main_module() -> Iterator[None]:
     """Put ``sys.modules["__main__"]`` back after each test.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -309,6 +310,10 @@ def test_evaluate_page_probes_and_fine_tunes(tiny_runs, monkeypatch):
     at.button[0].click().run()  # the probe
     assert not at.exception, at.exception
     assert [r for r in at.dataframe[0].value["level"]] == ["local", "medium", "global"]
+    labelled = json.loads((tiny_runs / "tiny" / "labelled_videos.json").read_text())["videos"]
+    assert labelled  # the demo preset is HiCo: a softened CE on some videos' labels
+    shown = [c.value for c in at.caption]
+    assert any(f"label_overlap {len(labelled)} " in c and "pretrained_on_test_videos" in c for c in shown), shown
     at.number_input[2].set_value(1)  # fine-tuning: 3 folds x 1 epoch
     [b for b in at.button if b.label == "Launch fine-tuning"][0].click().run()
     assert at.success, [e.value for e in at.error]
@@ -319,3 +324,7 @@ def test_evaluate_page_probes_and_fine_tunes(tiny_runs, monkeypatch):
     at.run()
     table = [d for d in at.dataframe if "protocol" in d.value.columns]
     assert table and len(table[0].value) == 3
+    (path,) = results.glob("*/results.json")
+    tested = {v for fold in json.loads(path.read_text())["folds"] for v in fold["test_videos"]}
+    assert tested and not tested & set(labelled)
+    assert any(f"label_overlap {len(labelled)} " in c.value for c in at.caption)  # the fine-tuning's, this time

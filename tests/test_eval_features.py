@@ -315,3 +315,29 @@ def test_embed_cli_with_umap_and_cache(tiny_root, tmp_path, monkeypatch, capsys)
     with np.load(out, allow_pickle=False) as z:
         assert np.array_equal(z["umap_global"], data["umap_global"])
     assert "wrote" in capsys.readouterr().out
+
+
+def test_probe_never_tests_a_video_whose_labels_pretraining_used(tiny_root, tmp_path, capsys):
+    from conftest import fake_run
+
+    ids = [f"{c}_v{i:02d}" for c in ("covid", "pneumonia", "regular") for i in range(4)]
+    pretrained = set(ids[:9])
+    run = fake_run(tmp_path / "run", tiny_root, {"covid_v01", "regular_v02"}, pretrained)
+    out = tmp_path / "probe.json"
+    args = ["probe", "--backbone", str(run), "--data", str(tiny_root), "--size", "32", "--frames-per-video", "2"]
+    assert main([*args, "--folds", "3", "--no-cache", "--out", str(out)]) == 0
+    res = json.loads(out.read_text())
+    tested = [v for split in res["splits"] for v in split["test_videos"]]
+    assert sorted(tested) == sorted(set(ids) - {"covid_v01", "regular_v02"})  # one video per patient here
+    for split in res["splits"]:
+        assert {"covid_v01", "regular_v02"} <= set(split["train_videos"])
+    assert res["label_overlap"] == 2 and res["pretrained_on_test_videos"] == len(set(tested) & pretrained)
+    assert sorted(res["kept_in_training"]) == ["covid_v01", "regular_v02"]
+    assert "label_overlap 2 " in capsys.readouterr().out
+
+    everything = fake_run(tmp_path / "all", tiny_root, ids[:10], ids)
+    args[2] = str(everything / "backbone.pt")
+    assert main([*args, "--folds", "3", "--no-cache"]) == 2  # 2 testable videos cannot fill 3 folds
+    err = [line for line in capsys.readouterr().err.splitlines() if "error" in line]  # (after progress bars)
+    assert len(err) == 1 and err[0].startswith("hico: error:") and "no test video left" in err[0]
+    assert "lower the number of folds" in err[0]

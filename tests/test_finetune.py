@@ -8,6 +8,7 @@ import warnings
 import numpy as np
 import pytest
 import torch
+from conftest import fake_run
 
 from hico.cli import main
 from hico.dist import resolve_device
@@ -331,3 +332,126 @@ def test_cli_bad_value_is_one_line_error(tiny, tmp_path, capsys):
     assert main(argv + ["--no-cache"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("hico: error:") and "epochs" in err and len(err.splitlines()) == 1
+
+
+# ------------------------------------------------------------------------------ label leakage from pretraining
+
+
+def patients_of_three(videos):
+    """The videos regrouped so that patient p has the p-th video of every class (one of each class)."""
+    import dataclasses
+
+    from hico.data.dataset import VideoDataset
+
+    regrouped = [dataclasses.replace(v, group=f"p{v.video_id[-2:]}") for v in videos.videos]
+    return VideoDataset(videos.root, regrouped, videos.cache, [])
+
+
+FT_TINY = dict(folds=2, epochs=1, batch_size=8, size=32, frames_per_video=2, test_frames_per_video=2, bootstrap=20)
+FT_TINY.update(trainable="head", device="cpu")
+
+
+@pytest.fixture(scope="module")
+def tiny8(tmp_path_factory):
+    """3 classes x 8 videos x 4 frames at 64 px, loaded, in 8 patients of one video of each class."""
+    from hico.data import scan
+    from hico.data.synth import write_dataset
+
+    root = write_dataset(tmp_path_factory.mktemp("leak") / "ds", 8, 4, 64, progress=False)
+    return patients_of_three(scan(root, size=64, cache_dir=None).load_all(progress=False))
+
+
+def test_the_run_behind_a_backbone_name_and_what_it_saw(tiny8, tmp_path):
+    from hico.eval.leakage import guard
+    from hico.train.labelled import find_run_dir
+
+    ids = [v.video_id for v in tiny8.videos]
+    run = fake_run(tmp_path / "run", tiny8.root, {"covid_v01", "regular_v05"}, ids[:16])
+    loose = tmp_path / "loose.pt"
+    loose.write_bytes((run / "backbone.pt").read_bytes())
+    for spec in (run, run / "backbone.pt", run / "checkpoints" / "epoch_0001.pt"):
+        assert find_run_dir(spec) == run.resolve()
+    assert find_run_dir(loose) is None and find_run_dir("random") is None
+
+    two = [v.video_id for v in tiny8.with_classes(["covid", "pneumonia"]).videos]  # --classes covid pneumonia
+    seen = guard(run, tiny8.root, two)
+    assert seen.labelled.sum() == 1 and seen.pretrained.sum() == 16  # regular_v05 is not evaluated
+    other = fake_run(tmp_path / "other", tmp_path / "elsewhere", {"covid_v01"}, ids)  # another dataset
+    assert not guard(other, tiny8.root, ids).keep.any() and not guard(other, tiny8.root, ids).pretrained.any()
+    report = guard(loose, tiny8.root, ids).report([(np.arange(12), np.arange(12, 24))], ids)
+    assert report["label_overlap"] is None and "not inside a pretraining run" in report["pretraining"]["source"]
+    assert guard("random", tiny8.root, ids).report([], ids)["label_overlap"] == 0
+
+
+def test_finetune_never_tests_a_video_whose_labels_pretraining_used(tiny8, tmp_path):
+    from hico.eval.finetune import finetune, format_results
+
+    ids = [v.video_id for v in tiny8.videos]
+    group = {v.video_id: v.group for v in tiny8.videos}
+    labelled = {"covid_v01", "regular_v05"}  # patients p01 and p05: 6 videos never tested
+    pretrained = set(ids[:16])
+    run = fake_run(tmp_path / "run", tiny8.root, labelled, pretrained)
+    res = finetune(str(run / "checkpoints" / "epoch_0001.pt"), tiny8, FinetuneConfig(**FT_TINY), progress=False)
+    tested = [v for fold in res["folds"] for v in fold["test_videos"]]
+    scored = tested + [v for fold in res["folds"] for v in fold["val_videos"]]
+    assert not {group[v] for v in scored} & {"p01", "p05"}
+    assert sorted(res["kept_in_training"]) == sorted(v for v in ids if group[v] in ("p01", "p05"))
+    assert sorted(tested + res["kept_in_training"]) == sorted(ids)  # every other video tested once
+    for fold in res["folds"]:  # the kept videos are trained on in every fold
+        assert set(res["kept_in_training"]) <= set(fold["train_videos"])
+    assert res["label_overlap"] == 2
+    assert res["pretrained_on_test_videos"] == len(set(tested) & pretrained)
+    table = format_results(res)
+    assert "label_overlap 2" in table and f"pretrained_on_test_videos {res['pretrained_on_test_videos']}" in table
+
+
+def test_finetune_a_fold_without_test_videos_is_a_clear_error(tiny8, tmp_path):
+    from hico.eval.finetune import finetune
+
+    run = fake_run(tmp_path / "run", tiny8.root, [v.video_id for v in tiny8.videos][::3], [])
+    with pytest.raises(ValueError, match="no test video left.*lower the number of folds"):
+        finetune(str(run), tiny8, FinetuneConfig(**FT_TINY), progress=False)
+
+
+def test_permuting_test_labels_changes_no_honest_epoch(tiny8, tmp_path):
+    """The honest protocols never depend on a test video's label, not even through the pretraining.
+
+    A stand-in for a pretraining with a softened CE: the backbone is drawn from the labels of the labelled
+    videos (another label, another network), as a real run's weights depend on them. One labelled video sits in
+    each fold of the unconstrained k-fold. The labels of fold 1's test videos are then permuted within each of
+    its patients (so that the stratified folds stay the same; fold 2 trains on them, so only fold 1 must not
+    move), the "pretraining" is redone on the permuted data, and the fine-tuning too: fold 1's
+    inner-validation curve, and so the epoch both honest protocols choose there, must not change.
+    """
+    import dataclasses
+
+    from hico.data.dataset import VideoDataset
+    from hico.data.splits import kfold_splits
+    from hico.eval.finetune import finetune
+
+    cfg = FinetuneConfig(**{**FT_TINY, "epochs": 3})
+    ids = np.array([v.video_id for v in tiny8.videos])
+    labelled = [ids[test][0] for _, test in kfold_splits(tiny8.labels, tiny8.groups, k=2, seed=cfg.seed)]
+
+    def pretrain_and_finetune(videos, name):
+        label = {v.video_id: v.label for v in videos.videos}
+        seed = int("".join(str(videos.classes.index(label[v])) for v in labelled), 3)
+        run = fake_run(tmp_path / name, videos.root, labelled, ids, seed=seed)
+        return finetune(str(run), videos, cfg, progress=False)
+
+    before = pretrain_and_finetune(tiny8, "a")
+    tested = set(before["folds"][0]["test_videos"])
+    rotate = dict(zip(tiny8.classes, tiny8.classes[1:] + tiny8.classes[:1], strict=True))
+    permuted = VideoDataset(
+        tiny8.root,
+        [dataclasses.replace(v, label=rotate[v.label]) if v.video_id in tested else v for v in tiny8.videos],
+        tiny8.cache,
+        [],
+    )
+    after = pretrain_and_finetune(permuted, "b")
+    a, b = after["folds"][0], before["folds"][0]
+    assert a["test_videos"] == b["test_videos"] and a["val_videos"] == b["val_videos"]
+    for protocol in ("honest_final", "honest_val"):
+        assert a["protocols"][protocol]["epoch"] == b["protocols"][protocol]["epoch"]
+    assert [h["val_loss"] for h in a["history"]] == [h["val_loss"] for h in b["history"]]
+    assert [h["val_accuracy"] for h in a["history"]] == [h["val_accuracy"] for h in b["history"]]

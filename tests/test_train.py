@@ -157,6 +157,47 @@ def test_epoch_checkpoints_can_be_turned_off(tiny_data, tmp_path):
     assert sorted(p.name for p in (root / "features").iterdir()) == ["epoch_0000.npz", "epoch_0001.npz"]
 
 
+def test_run_records_the_videos_whose_labels_the_loss_used(tiny_data, tmp_path, monkeypatch):
+    """labelled_videos.json names exactly the videos whose labels reached the loss, and the videos trained on;
+    an old run without it gets the same record back from its config.yaml, with a warning."""
+    from hico.eval.features import Features
+
+    fed: set[tuple[int, int]] = set()  # (video index in the training set, label) of every pair the loss saw
+    step = Trainer.step
+
+    def spy(self, batch):
+        fed.update(zip(batch["video"].tolist(), batch["label"].tolist(), strict=True))
+        return step(self, batch)
+
+    monkeypatch.setattr(Trainer, "step", spy)
+    extra = ["train.epochs=1", "train.pairs_per_video=4", "data.label_rate=0.5", f"data.path={tiny_data}"]
+    root = pretrain(load_method("hico", [*TINY, *extra]), out=tmp_path / "run", progress=False).root
+    record = json.loads((root / "labelled_videos.json").read_text())
+    assert record["dataset"] == str(tiny_data.resolve())
+    snap = Features.load(root / "features" / "epoch_0001.npz")
+    holdout = {snap.video_ids[i] for i in snap.meta["holdout"]}
+    assert set(record["pretrained_videos"]) == set(snap.video_ids) - holdout
+    train_ids = [v for v in snap.video_ids if v not in holdout]  # in the order of the training set
+    assert {train_ids[v] for v, label in fed if label >= 0} == set(record["videos"])
+    for c in ("covid", "pneumonia", "regular"):  # half of each class's training videos (at least one)
+        n = sum(v.startswith(c) for v in train_ids)
+        assert sum(v.startswith(c) for v in record["videos"]) == max(1, round(0.5 * n))
+    assert not set(record["videos"]) & holdout
+
+    from hico.train.labelled import read_record
+
+    (root / "labelled_videos.json").unlink()  # a run made before the file existed
+    with pytest.warns(UserWarning, match="recomputed from its config.yaml"):
+        old = read_record(root)
+    assert old.labelled == set(record["videos"]) and old.pretrained == set(record["pretrained_videos"])
+
+    fed.clear()
+    extra += ["train.knn_every=0", "train.epoch_checkpoints=false"]
+    root = pretrain(load_method("simclr", [*TINY, *extra]), out=tmp_path / "simclr", progress=False).root
+    record = json.loads((root / "labelled_videos.json").read_text())
+    assert record["videos"] == [] and not any(label >= 0 for _, label in fed) and record["pretrained_videos"]
+
+
 def test_refuses_an_existing_run_directory(tiny_data, tmp_path, capsys):
     out = tmp_path / "run"
     out.mkdir()

@@ -30,6 +30,32 @@ def kfold_splits(
     return [(np.sort(tr), np.sort(te)) for tr, te in cv.split(np.zeros(len(labels)), labels, groups)]
 
 
+def keep_in_training(
+    splits: list[tuple[np.ndarray, np.ndarray]], groups: np.ndarray, keep: np.ndarray
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """``splits`` with every video of a patient group that holds a ``keep`` video moved out of the test folds.
+
+    ``keep`` is a (V,) bool mask (e.g. the videos whose labels a pretraining used). Those videos and the other
+    videos of their groups join the training part of the fold that would have tested them, so they are in the
+    training part of every fold and in no test fold; every other video keeps its fold. Deterministic; with an
+    empty ``keep`` the splits come back unchanged.
+
+    Raises:
+        ValueError: a fold would be left with no test video (name the fold; lower the number of folds).
+    """
+    groups, keep = np.asarray(groups), np.asarray(keep, dtype=bool)
+    held = np.isin(groups, groups[keep])
+    out = []
+    for f, (train, test) in enumerate(splits):
+        if held[test].all():
+            raise ValueError(
+                f"fold {f + 1} of {len(splits)} has no test video left once the {int(keep.sum())} videos kept in "
+                f"training (and their patients' other videos) leave it: lower the number of folds"
+            )
+        out.append((np.sort(np.concatenate([train, test[held[test]]])), test[~held[test]]))
+    return out
+
+
 def holdout_split(
     labels: np.ndarray, groups: np.ndarray, fraction: float = 0.2, seed: int = 0
 ) -> tuple[np.ndarray, np.ndarray]:

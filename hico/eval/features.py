@@ -297,7 +297,7 @@ def extract_features(
         groups=videos.groups[vids] if len(vids) else np.zeros(0, dtype=str),
         classes=list(videos.classes),
         video_ids=[v.video_id for v in videos.videos],
-        meta={"size": size, "per_video": per_video, "source": source, "sources": sources},
+        meta={"size": size, "per_video": per_video, "source": source, "sources": sources, "data": str(videos.root)},
     )
 
 

@@ -29,7 +29,9 @@ videos do not dominate the loss. Test and inner-validation videos contribute ``t
 chosen the same way (default ``None`` = all frames: every frame is scored, as the authors do).
 
 Folds and protocols. Videos are split by :func:`~hico.data.splits.kfold_splits` (grouped by patient, stratified
-by class). In each fold, a grouped holdout (:func:`~hico.data.splits.holdout_split`, ``val_fraction`` of the
+by class); when the backbone was pretrained on these videos with some of their labels (a softened CE), those
+videos and their patients' other videos are in no test fold: they are trained on in every fold, never scored
+(:mod:`hico.eval.leakage`; ``label_overlap`` and ``pretrained_on_test_videos`` in the results). In each fold, a grouped holdout (:func:`~hico.data.splits.holdout_split`, ``val_fraction`` of the
 fold's training videos) is the INNER VALIDATION set; the model is trained ONCE on the rest, and the test
 and inner-validation sets are scored after every epoch. From that one run, three numbers per fold:
 
@@ -59,6 +61,7 @@ import dataclasses
 import math
 import time
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -73,6 +76,7 @@ from hico.data.dataset import VideoDataset
 from hico.data.splits import holdout_split, kfold_splits
 from hico.dist import resolve_device
 from hico.eval.features import frame_indices, frames_arg
+from hico.eval.leakage import guard, overlap_line
 from hico.eval.metrics import bootstrap_ci, classification_report, confusion, video_vote
 from hico.io import write_json
 from hico.models.backbone import STAGE_CHANNELS, ResNetTrunk
@@ -473,7 +477,13 @@ def accuracy_interval(
 # ------------------------------------------------------------------------------------------------------- run
 
 
-def finetune(backbone_spec: str, videos: VideoDataset, cfg: FinetuneConfig, progress: bool = True) -> dict:
+def finetune(
+    backbone_spec: str,
+    videos: VideoDataset,
+    cfg: FinetuneConfig,
+    progress: bool = True,
+    keep_in_training: Sequence[str] = (),
+) -> dict:
     """Fine-tune the backbone ``backbone_spec`` on ``videos``, ``cfg.folds``-fold, and score it.
 
     Args:
@@ -482,6 +492,8 @@ def finetune(backbone_spec: str, videos: VideoDataset, cfg: FinetuneConfig, prog
         videos: a loaded dataset (its frames' working size should be >= ``cfg.size``).
         cfg: settings.
         progress: a tqdm bar per fold (epochs), with loss and accuracies in its postfix.
+        keep_in_training: ids of further videos never to test (nor to use as inner validation), e.g. another
+            backbone's labelled videos, to compare two backbones on the same test videos.
 
     Returns:
         A JSON-serialisable dict: ``config``, ``backbone``, ``data``, ``classes``, ``device``, ``protocols``
@@ -489,7 +501,13 @@ def finetune(backbone_spec: str, videos: VideoDataset, cfg: FinetuneConfig, prog
         ids, frame counts, per-epoch ``history`` and the three protocols' metrics), ``summary`` (per
         protocol over all folds: summed ``confusion``, ``accuracy``, ``accuracy_ci``, ``per_class``,
         ``macro_f1``, ``video_accuracy``, chosen ``epochs`` (1-based), ``fold_accuracy``, and
-        ``bootstrap_unit``: ``"patient group"``, what ``accuracy_ci`` resamples) and ``seconds``.
+        ``bootstrap_unit``: ``"patient group"``, what ``accuracy_ci`` resamples), ``seconds``, and
+        what the pretraining saw of these videos (:mod:`hico.eval.leakage`): ``label_overlap``,
+        ``pretrained_on_test_videos``, ``kept_in_training`` (ids tested in no fold), ``pretraining``.
+
+    Raises:
+        ValueError: a fold is left without test videos once the videos whose labels the pretraining used are
+            kept in training, or without two patient groups for the inner validation.
     """
     from tqdm.auto import tqdm
 
@@ -507,16 +525,21 @@ def finetune(backbone_spec: str, videos: VideoDataset, cfg: FinetuneConfig, prog
     pretrained = resolve_backbone(backbone_spec).backbone.cpu()
     labels, groups = videos.labels, videos.groups
     ids = np.array([v.video_id for v in videos.videos])
-    splits = kfold_splits(labels, groups, k=cfg.folds, seed=cfg.seed)
+    seen = guard(backbone_spec, videos.root, ids.tolist(), keep_in_training)
+    splits = seen.constrain(kfold_splits(labels, groups, k=cfg.folds, seed=cfg.seed), groups)
+    never_tested = np.ones(len(ids), dtype=bool)
+    for _, test_idx in splits:
+        never_tested[test_idx] = False
     augment = make_augment(cfg.size)
 
     folds, chosen = [], []
     for f, (train_idx, test_idx) in enumerate(splits):
         t_fold = time.perf_counter()
-        if len(np.unique(groups[train_idx])) < 2:
+        scored, held = train_idx[~never_tested[train_idx]], train_idx[never_tested[train_idx]]
+        if len(np.unique(groups[scored])) < 2:
             raise ValueError(f"fold {f + 1}: its training videos come from one patient group; no inner validation")
-        fit_rel, val_rel = inner_split(labels[train_idx], groups[train_idx], cfg.val_fraction, seed=cfg.seed + f)
-        fit_idx, val_idx = train_idx[fit_rel], train_idx[val_rel]
+        fit_rel, val_rel = inner_split(labels[scored], groups[scored], cfg.val_fraction, seed=cfg.seed + f)
+        fit_idx, val_idx = np.sort(np.concatenate([scored[fit_rel], held])), scored[val_rel]
         train_x, train_y, _ = gather_frames(videos, fit_idx, cfg.frames_per_video)
         val_set = EvalSet(*gather_frames(videos, val_idx, cfg.test_frames_per_video))
         test_set = EvalSet(*gather_frames(videos, test_idx, cfg.test_frames_per_video))
@@ -604,6 +627,7 @@ def finetune(backbone_spec: str, videos: VideoDataset, cfg: FinetuneConfig, prog
         "protocols": PROTOCOL_DESCRIPTIONS,
         "folds": folds,
         "summary": summary,
+        **seen.report(splits, ids.tolist()),
         "seconds": round(time.perf_counter() - t0, 2),
     }
 
@@ -645,6 +669,8 @@ def format_results(results: dict) -> str:
     lines.append("")
     for name in PROTOCOLS:
         lines.append(f"epochs per fold, {PROTOCOL_LABELS[name]}: {', '.join(map(str, summary[name]['epochs']))}")
+    if "label_overlap" in results:
+        lines.append(overlap_line(results))
     lines.append(
         f"accuracy: frames, confusion matrices summed over folds; CI: bootstrap over test {ci_unit(results)}s; "
         "video acc: majority vote; R: recall (%)."

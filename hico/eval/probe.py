@@ -8,6 +8,11 @@ level and fold:
   training frames;
 - k-NN: cosine similarity, k neighbours, votes weighted by ``exp(sim / 0.07)`` (:mod:`hico.eval.knn`).
 
+When the features come from a backbone pretrained on these videos with some of their labels (a softened CE),
+those videos and their patients' other videos are in no test fold (:mod:`hico.eval.leakage`); the result says
+how many (``label_overlap``) and how many test videos the pretraining trained on without labels
+(``pretrained_on_test_videos``).
+
 Reported per level: mean and (population) standard deviation of the per-fold frame accuracies, the frame
 accuracy pooled over folds (= trace / total of the summed confusion matrices), and the video accuracy by
 majority vote of a video's frames (ties: lowest class index).
@@ -21,23 +26,32 @@ from __future__ import annotations
 
 import argparse
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
 from hico.eval.features import Features
+from hico.eval.leakage import Guard, overlap_line
 from hico.io import write_json
 
 
-def probe_splits(features: Features, folds: int = 5, seed: int = 0) -> list[tuple[np.ndarray, np.ndarray]]:
+def probe_splits(
+    features: Features, folds: int = 5, seed: int = 0, seen: Guard | None = None
+) -> list[tuple[np.ndarray, np.ndarray]]:
     """Per fold, (train, test) arrays of video indices (values of :attr:`Features.video`).
 
-    Stratified by class and grouped by patient over the videos present in ``features``.
+    Stratified by class and grouped by patient over the videos present in ``features``; with ``seen`` (the
+    :class:`~hico.eval.leakage.Guard` of these videos, in the order of ``np.unique(features.video)``), the videos
+    whose labels the pretraining used and their patients' other videos are in no test fold.
     """
     from hico.data.splits import kfold_splits
 
     vids, first = np.unique(features.video, return_index=True)
-    splits = kfold_splits(features.labels[first], features.groups[first], k=folds, seed=seed)
+    groups = features.groups[first]
+    splits = kfold_splits(features.labels[first], groups, k=folds, seed=seed)
+    if seen is not None:
+        splits = seen.constrain(splits, groups)
     return [(vids[tr], vids[te]) for tr, te in splits]
 
 
@@ -57,7 +71,17 @@ def _fit_linear(x_train: np.ndarray, y_train: np.ndarray, C: float, max_iter: in
     return model, converged
 
 
-def probe(features: Features, folds: int = 5, seed: int = 0, k: int = 10, C: float = 1.0, max_iter: int = 2000) -> dict:
+def probe(
+    features: Features,
+    folds: int = 5,
+    seed: int = 0,
+    k: int = 10,
+    C: float = 1.0,
+    max_iter: int = 2000,
+    backbone: str | None = None,
+    data: str | Path | None = None,
+    keep_in_training: Sequence[str] = (),
+) -> dict:
     """Linear-probe and k-NN accuracy of every level of ``features`` under grouped k-fold over videos.
 
     Args:
@@ -67,22 +91,39 @@ def probe(features: Features, folds: int = 5, seed: int = 0, k: int = 10, C: flo
         k: neighbours of the k-NN classifier.
         C: inverse L2 strength of the logistic regression.
         max_iter: lbfgs iterations.
+        backbone: the backbone the features come from (default: ``features.meta["backbone"]``), and
+        data: the dataset folder (default: ``features.meta["data"]``): when it is the folder a run pretrained
+            on with some videos' labels, those videos (and their patients' others) are in no test fold
+            (:mod:`hico.eval.leakage`). Without either, the counts are None (unknown).
+        keep_in_training: ids of further videos never to test (e.g. another backbone's labelled videos).
 
     Returns:
         ``{"classes", "folds", "seed", "k", "C", "n_frames", "n_videos", "n_groups",
         "splits": [{"train_videos": [...ids], "test_videos": [...ids], "test_frames": int}, ...],
         "levels": {level: {"dim", "linear_mean", "linear_std", "linear_folds", "linear_frame_acc",
         "linear_video_acc", "linear_confusion", "linear_converged", "knn_mean", "knn_std", "knn_folds",
-        "knn_frame_acc", "knn_video_acc"}}, "meta"}``; accuracies are fractions in [0, 1].
+        "knn_frame_acc", "knn_video_acc"}}, "meta", "label_overlap", "pretrained_on_test_videos",
+        "kept_in_training", "pretraining"}``; accuracies are fractions in [0, 1].
+
+    Raises:
+        ValueError: a fold is left without test videos once the labelled videos are kept in training.
     """
     from hico.eval.knn import knn_predict
+    from hico.eval.leakage import guard
     from hico.eval.metrics import confusion, video_vote
 
-    splits = probe_splits(features, folds, seed)
+    backbone = backbone if backbone is not None else features.meta.get("backbone")
+    data = data if data is not None else features.meta.get("data")
+    present = np.unique(features.video)
+    ids = np.asarray(features.video_ids, dtype=str)
+    seen = None
+    if backbone is not None and data is not None:
+        seen = guard(backbone, data, ids[present].tolist(), keep_in_training)
+    splits = probe_splits(features, folds, seed, seen)
     y = features.labels
     n_classes = len(features.classes)
     masks = [(np.isin(features.video, tr), np.isin(features.video, te)) for tr, te in splits]
-    ids = np.asarray(features.video_ids, dtype=str)
+    tested = np.any([te for _, te in masks], axis=0)  # the frames scored (kept videos are only trained on)
     result: dict = {
         "classes": list(features.classes),
         "folds": folds,
@@ -99,6 +140,12 @@ def probe(features: Features, folds: int = 5, seed: int = 0, k: int = 10, C: flo
         "levels": {},
         "meta": dict(features.meta),
     }
+    if seen is not None:  # the guard's positions are those of ``present``
+        position = {v: i for i, v in enumerate(present)}
+        rel = [(np.array([position[v] for v in tr]), np.array([position[v] for v in te])) for tr, te in splits]
+        result.update(seen.report(rel, ids[present].tolist()))
+    else:
+        result.update(label_overlap=None, pretrained_on_test_videos=None, kept_in_training=[], pretraining=None)
     for name, x in features.levels.items():
         x = np.asarray(x, dtype=np.float32)
         lin_pred = np.full(len(y), -1, dtype=np.int64)
@@ -116,16 +163,16 @@ def probe(features: Features, folds: int = 5, seed: int = 0, k: int = 10, C: flo
             "linear_mean": float(np.mean(lin_acc)),
             "linear_std": float(np.std(lin_acc)),
             "linear_folds": lin_acc,
-            "linear_frame_acc": float(np.mean(lin_pred == y)),
-            "linear_confusion": confusion(y, lin_pred, n_classes).tolist(),
+            "linear_frame_acc": float(np.mean(lin_pred[tested] == y[tested])),
+            "linear_confusion": confusion(y[tested], lin_pred[tested], n_classes).tolist(),
             "linear_converged": bool(converged),
             "knn_mean": float(np.mean(knn_acc)),
             "knn_std": float(np.std(knn_acc)),
             "knn_folds": knn_acc,
-            "knn_frame_acc": float(np.mean(knn_pred == y)),
+            "knn_frame_acc": float(np.mean(knn_pred[tested] == y[tested])),
         }
         for kind, pred in (("linear", lin_pred), ("knn", knn_pred)):
-            v_true, v_pred = video_vote(pred, features.video, y, num_classes=n_classes)
+            v_true, v_pred = video_vote(pred[tested], features.video[tested], y[tested], num_classes=n_classes)
             level[f"{kind}_video_acc"] = float(np.mean(v_true == v_pred))
         result["levels"][name] = level
     return result
@@ -151,6 +198,8 @@ def format_table(result: dict) -> str:
             f"{pct(r['knn_mean'], r['knn_std']):>13}  {100 * r['linear_frame_acc']:>10.1f}  "
             f"{100 * r['linear_video_acc']:>9.1f}"
         )
+    if "label_overlap" in result:
+        lines.append(overlap_line(result))
     if not all(r["linear_converged"] for r in result["levels"].values()):
         lines.append("note: the logistic regression did not converge on some folds (raise max_iter)")
     return "\n".join(lines)
@@ -182,7 +231,7 @@ def cmd_probe(args: argparse.Namespace) -> int:
 
     feats, _, timing = features_from_args(args)
     t0 = time.perf_counter()
-    result = probe(feats, folds=args.folds, seed=args.seed, k=args.k, C=args.C)
+    result = probe(feats, folds=args.folds, seed=args.seed, k=args.k, C=args.C, backbone=args.backbone, data=args.data)
     timing["probe_s"] = time.perf_counter() - t0
     result["timing"] = timing
     print(format_table(result))

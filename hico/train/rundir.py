@@ -4,6 +4,8 @@
       config.yaml        the fully resolved configuration (method, data path, train settings)
       metrics.jsonl      one JSON object per logged step ("kind": "step") and per epoch ("kind": "epoch")
       status.json        {"state": "running" | "finished" | "failed" | "interrupted", "error", "epoch", ...}
+      labelled_videos.json  {"dataset", "videos": ids whose labels a loss term used, "pretrained_videos": ids
+                         trained on} (hico.train.labelled): evaluations keep those videos out of their test folds
       checkpoints/last.pt, checkpoints/best.pt
       checkpoints/       epoch_NNNN.pt: backbone + FPN weights of epochs 0, 1, 2, 4, 8, ... and the last, in
                          backbone.pt's format (train.epoch_checkpoints; about 53 MB each at ResNet-18 + FPN)

@@ -15,6 +15,10 @@ k-NN features of epoch 0, of powers of two and of the last epoch stay in ``featu
 (:class:`hico.eval.features.Features`), for the app's maps of how the levels separate during training; the
 backbone + FPN weights of those epochs stay in ``checkpoints/epoch_NNNN.pt`` (``backbone.pt``'s format, loaded
 by :func:`hico.eval.features.load_model`; ``train.epoch_checkpoints``), with or without k-NN or held-out videos.
+
+At the start, ``labelled_videos.json`` records the videos whose labels the loss uses (softened CE: a
+``data.label_rate`` share of the training videos) and the videos trained on (:mod:`hico.train.labelled`), so that
+``hico finetune`` / ``hico probe`` never test this backbone on a video whose label it has seen.
 """
 
 from __future__ import annotations
@@ -37,12 +41,12 @@ from hico.data import VideoDataset, scan
 from hico.data.augment import BatchAugment
 from hico.data.cache import default_cache_dir
 from hico.data.pairs import PairDataset, make_views
-from hico.data.splits import holdout_split, semi_labels
 from hico.engine import forward_views
 from hico.io import DiskFullError
 from hico.losses import MoCoLoss, info_nce, momentum_update
 from hico.models import HiCoNet
 from hico.models.checkpoint import export_backbone, unwrap
+from hico.train.labelled import pretraining_split, training_labels, write_record
 from hico.train.rundir import RunDir, RunFileError, load_checkpoint, save_checkpoint
 from hico.train.sampler import EpochBatchSampler
 
@@ -132,10 +136,8 @@ def _setup_error(e: BaseException) -> str:
 
 
 def _split(videos: VideoDataset, t) -> tuple[np.ndarray, np.ndarray]:
-    """Indices of the training and held-out videos (no held-out videos with fewer than 4 groups or one class)."""
-    if t.holdout > 0 and len(np.unique(videos.groups)) >= 4 and len(videos.classes) > 1:
-        return holdout_split(videos.labels, videos.groups, t.holdout, seed=t.seed)
-    return np.arange(len(videos)), np.array([], dtype=np.int64)
+    """Indices of the training and held-out videos (:func:`hico.train.labelled.pretraining_split`)."""
+    return pretraining_split(videos.labels, videos.groups, len(videos.classes), t.holdout, t.seed)
 
 
 class Trainer:
@@ -154,9 +156,10 @@ class Trainer:
         self.videos, self.train_idx, self.holdout_idx = self._load_data()
         self._check_labels()
         train_videos = self.videos.subset(self.train_idx)
-        labels = semi_labels(self.videos.labels[self.train_idx], cfg.data.label_rate, seed=t.seed)
-        if not self._uses_labels():
-            labels[:] = -1
+        labels = training_labels(cfg, self.videos.labels[self.train_idx])
+        if self.main:  # which videos' labels the loss uses, and which it trains on: for honest evaluation
+            ids = np.array([v.video_id for v in train_videos.videos], dtype=object)
+            write_record(run.root, cfg.data.path, ids[labels >= 0].tolist(), ids.tolist())
         self.pair_sampler = cfg.data.sampler()
         self.pairs = PairDataset(
             train_videos, self.pair_sampler, labels, seed=t.seed, samples_per_video=t.pairs_per_video
