@@ -149,7 +149,7 @@ def test_epoch_checkpoints_kept_at_snapshot_epochs_without_knn_or_holdout(tiny_d
 
 
 def test_epoch_checkpoints_can_be_turned_off(tiny_data, tmp_path):
-    with pytest.raises(ValueError, match="train.epoch_checkpoints must be true or false"):
+    with pytest.raises(ValueError, match=r"--set train.epoch_checkpoints=maybe: expected true or false"):
         load_method("hico", [*TINY, "train.epoch_checkpoints=maybe"])
     cfg = load_method("hico", [*TINY, "train.epochs=1", "train.epoch_checkpoints=false", f"data.path={tiny_data}"])
     root = pretrain(cfg, out=tmp_path / "run", progress=False).root
