@@ -23,9 +23,13 @@ import torch
 from torch import Tensor, nn
 
 from hico import dist
-from hico.engine import forward_views
+from hico.config import LossConfig, MethodConfig
+from hico.engine import forward_views, train_step
 from hico.losses import HiCoLoss, USCLLoss
+from hico.methods import build_method
+from hico.methods.base import Method
 from hico.models import HiCoNet
+from hico.models.checkpoint import unwrap
 from hico.models.config import ModelConfig
 
 WORLD = 2
@@ -68,14 +72,44 @@ def _views() -> tuple[Tensor, Tensor]:
 
 
 def _model(case: str, workdir: Path) -> HiCoNet:
-    model = HiCoNet(ModelConfig(**CASES[case][0])).double()
+    model = HiCoNet(ModelConfig(**{**CASES, **STEP_CASES}[case][0])).double()
     model.load_state_dict(torch.load(workdir / f"{case}.pt", weights_only=True))
     return model.eval()  # see the module docstring
+
+
+def _method(case: str, model: HiCoNet) -> Method:
+    model_cfg, loss, _ = STEP_CASES[case]
+    torch.manual_seed(1)  # BYOL's predictor: the same initial weights in every process
+    return build_method(MethodConfig(model=ModelConfig(**model_cfg), loss=LossConfig(**loss)), model).double().eval()
+
+
+def _step(model: nn.Module, method: Method, view1: Tensor, view2: Tensor, labels: Tensor) -> dict:
+    """One train_step (lr 0: the gradients stay to be compared); its terms and every trained gradient."""
+    trained = dict(unwrap(model).named_parameters())
+    trained |= {f"method.{n}": p for n, p in method.named_parameters() if p.requires_grad}
+    terms = train_step(method, model, torch.optim.SGD(trained.values(), lr=0.0), view1, view2, labels)
+    return {"terms": terms, "grads": {n: p.grad for n, p in trained.items()}}
 
 
 def _toy_loss(g: Tensor) -> Tensor:
     """A loss that mixes all rows of the gathered (N, D) tensor non-linearly."""
     return torch.logsumexp(g @ g.T, dim=1).mean() + (g**3).sum() / g.numel()
+
+
+# name -> (model config, loss section, global labels): one step of the trainer's ``hico.engine.train_step``, the
+# method gathering what it needs (HiCo: every embedding; BYOL: nothing, but its predictor's gradients averaged)
+STEP_CASES: dict[str, tuple[dict[str, Any], dict[str, Any], list[int]]] = {
+    "step-hico": (
+        {"fpn_channels": 16, "head_dim": 8, "num_classes": 3},
+        {"kind": "hico"},
+        [0, -1, 2, 1, -1, -1, -1, -1],
+    ),
+    "step-byol": (
+        {"fpn": False, "head_layers": 2, "hidden_dim": 32, "head_dim": 8, "num_classes": 0},
+        {"kind": "byol"},
+        [-1] * BATCH,
+    ),
+}
 
 
 def _toy_input() -> Tensor:
@@ -153,6 +187,11 @@ def _worker(rank: int, port: int, workdir: str) -> None:
             "grads": {n: p.grad for n, p in model.named_parameters()},
             "labels": global_labels,
         }
+    for case, (*_, labels) in STEP_CASES.items():  # the same through the trainer's step
+        model = _model(case, Path(workdir))
+        method = _method(case, model)
+        res[case] = _step(DistributedDataParallel(model), method, view1[local], view2[local],
+                          torch.tensor(labels)[local])  # fmt: skip
     torch.save(res, Path(workdir) / f"rank{rank}.pt")
     dist.cleanup()
 
@@ -172,7 +211,7 @@ def ranks(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, Any]]:
     if not torch.distributed.is_available():
         pytest.skip("torch.distributed is not available in this torch build")
     workdir = tmp_path_factory.mktemp("dist")
-    for case, (model_cfg, *_) in CASES.items():  # the same initial weights in every process
+    for case, (model_cfg, *_) in {**CASES, **STEP_CASES}.items():  # the same initial weights in every process
         torch.manual_seed(0)
         torch.save(HiCoNet(ModelConfig(**model_cfg)).double().state_dict(), workdir / f"{case}.pt")
     torch.multiprocessing.spawn(_worker, args=(_free_port(), str(workdir)), nprocs=WORLD, join=True)
@@ -273,3 +312,21 @@ def test_setup_rejects_devices_torchrun_cannot_use(monkeypatch: pytest.MonkeyPat
     with pytest.raises(ValueError, match="'cuda' or 'cpu'"):
         dist.setup(device="mps")
     assert not dist.is_dist()
+
+
+@pytest.mark.parametrize("case", list(STEP_CASES))
+def test_train_step_under_ddp_matches_one_process(ranks: list[dict[str, Any]], case: str, tmp_path: Path) -> None:
+    """hico.engine.train_step of a method on 2 ranks x 4 pairs == on 1 process x 8 pairs: terms and gradients,
+    those of BYOL's predictor (outside DDP) included."""
+    torch.manual_seed(0)
+    model = HiCoNet(ModelConfig(**STEP_CASES[case][0])).double().eval()
+    ref = _step(model, _method(case, model), *_views(), torch.tensor(STEP_CASES[case][2]))
+    assert all(g is not None for g in ref["grads"].values())
+    assert any(n.startswith("method.predictor.") for n in ref["grads"]) == (case == "step-byol")
+    for res in ranks:
+        assert res[case]["terms"].keys() == ref["terms"].keys()
+        for name, value in ref["terms"].items():  # floats of float32 precision (train_step's one sync)
+            assert res[case]["terms"][name] == pytest.approx(value, rel=1e-6, abs=1e-7), f"{case}: {name}"
+        assert res[case]["grads"].keys() == ref["grads"].keys()
+        for name, grad in ref["grads"].items():
+            torch.testing.assert_close(res[case]["grads"][name], grad, **TOL, msg=f"{case}: grad of {name}")

@@ -239,7 +239,7 @@ def test_non_finite_loss_stops_naming_step_and_term(tiny_data, tmp_path, monkeyp
 
     def init(self, *a, **k):
         real_init(self, *a, **k)
-        real_forward = self.loss_fn.forward
+        real_forward = self.method.loss.forward
 
         def poisoned(*args):
             terms = real_forward(*args)
@@ -249,7 +249,7 @@ def test_non_finite_loss_stops_naming_step_and_term(tiny_data, tmp_path, monkeyp
                 terms["total"] = terms["total"] + terms["medium"]
             return terms
 
-        self.loss_fn.forward = poisoned
+        self.method.loss.forward = poisoned
         self._holdout_loss = lambda model: 0.0  # keep the counter on training steps
 
     monkeypatch.setattr(Trainer, "__init__", init)
