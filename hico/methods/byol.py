@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from hico import dist
 from hico.engine import forward_views
 from hico.losses import momentum_update
 from hico.methods import TERMS
@@ -81,12 +82,17 @@ class BYOL(Method):
         negatives: Tensor | None = None,
     ) -> dict[str, Tensor]:
         """Predictions of both views against the target's projections of the other view; see
-        :meth:`Method.forward`. No negatives, so nothing is gathered across ranks."""
+        :meth:`Method.forward`. Under ``torchrun`` the loss is the global batch's, as for the other methods
+        (the same logged terms on every rank; the predictor's gradients are averaged by the training step)."""
         out1, out2 = forward_views(model, view1, view2)
         p1, p2 = self.predictor(torch.cat([out1[self.key], out2[self.key]])).chunk(2)  # BatchNorm sees both views
         with torch.no_grad():
-            t1, t2 = forward_views(self.target, view1, view2)
-        return self.loss(p1, p2, t1[self.key], t2[self.key], weights)
+            t1, t2 = (t[self.key] for t in forward_views(self.target, view1, view2))
+        if dist.world_size() > 1:
+            p1, p2 = dist.gather_with_grad(p1), dist.gather_with_grad(p2)
+            t1, t2 = dist.all_gather_nograd(t1), dist.all_gather_nograd(t2)
+            weights = None if weights is None else dist.all_gather_nograd(weights)
+        return self.loss(p1, p2, t1, t2, weights)
 
     def after_step(self, model: nn.Module) -> None:
         """The target follows the online network: xi <- tau xi + (1 - tau) theta."""
