@@ -43,7 +43,7 @@ def main() -> None:
     labels = torch.randint(0, cfg.model.num_classes or 1, (args.pairs,))
     labels[::2] = -1  # half the pairs unlabelled, as in semi-supervised pretraining
 
-    levels = cfg.model.levels
+    levels = sorted(set(model.sources.values()))  # the maps the heads read (c5 alone without an FPN)
 
     def bare() -> None:
         maps = model.forward_maps(torch.cat([v1, v2]))
