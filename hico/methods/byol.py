@@ -84,11 +84,14 @@ class BYOL(Method):
         """Predictions of both views against the target's projections of the other view; see
         :meth:`Method.forward`. Under ``torchrun`` the loss is the global batch's, as for the other methods
         (the same logged terms on every rank; the predictor's gradients are averaged by the training step)."""
+        return self._loss(model, view1, view2, weights, gather=dist.world_size() > 1)
+
+    def _loss(self, model: nn.Module, view1: Tensor, view2: Tensor, weights: Tensor | None, gather: bool) -> dict:
         out1, out2 = forward_views(model, view1, view2)
         p1, p2 = self.predictor(torch.cat([out1[self.key], out2[self.key]])).chunk(2)  # BatchNorm sees both views
         with torch.no_grad():
             t1, t2 = (t[self.key] for t in forward_views(self.target, view1, view2))
-        if dist.world_size() > 1:
+        if gather:
             p1, p2 = dist.gather_with_grad(p1), dist.gather_with_grad(p2)
             t1, t2 = dist.all_gather_nograd(t1), dist.all_gather_nograd(t2)
             weights = None if weights is None else dist.all_gather_nograd(weights)
@@ -99,5 +102,5 @@ class BYOL(Method):
         momentum_update(self.target, unwrap(model), self.momentum)
 
     def holdout_loss(self, model: nn.Module, view1: Tensor, view2: Tensor, weights: Tensor | None = None) -> Tensor:
-        """The BYOL loss of held-out pairs (online network and predictor against the target)."""
-        return self.forward(model, view1, view2, weights=weights)["total"]
+        """The BYOL loss of held-out pairs (online network and predictor against the target), this process only."""
+        return self._loss(model, view1, view2, weights, gather=False)["total"]
