@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import plotly.graph_objects as go
 import streamlit as st
+import yaml
 
 from hico import runs
+from hico.methods import term_names
 
 from common import readable_runs, runs_root
 
-TERMS = ("total", "con", "local", "medium", "global", "global_local", "global_medium", "soft_ce")
 LEVELS = ("local", "medium", "global")
 
 
@@ -51,11 +54,11 @@ def charts(chosen: list, live: bool) -> None:
             loss.add_scatter(x=[r["step"] for r in steps], y=[r["total"] for r in steps], name=name, mode=mode)
             lr.add_scatter(x=[r["step"] for r in steps], y=[r["lr"] for r in steps], name=name, mode=mode)
             trained = [r for r in epochs if r["epoch"] > 0]
-            for term in TERMS[1:]:
-                if any(f"train_{term}" in r for r in trained):
+            for term, meaning in run_terms(info.path).items():
+                if term != "total" and any(f"train_{term}" in r for r in trained):
                     terms.add_scatter(
                         x=[r["epoch"] for r in trained], y=[r.get(f"train_{term}") for r in trained],
-                        name=f"{name}: {term}", mode="lines+markers",
+                        name=f"{name}: {term}", mode="lines+markers", hovertext=meaning,
                     )  # fmt: skip
             for level in LEVELS:
                 points = [(r["epoch"], r[f"knn_{level}"]) for r in epochs if r.get(f"knn_{level}") is not None]
@@ -80,6 +83,15 @@ def charts(chosen: list, live: bool) -> None:
             )
 
     draw()
+
+
+def run_terms(path: Path) -> dict[str, str]:
+    """The loss terms of a run's method (name -> one-line meaning), from its config.yaml; torch-free."""
+    try:
+        config = yaml.safe_load((Path(path) / "config.yaml").read_text()) or {}
+    except (OSError, yaml.YAMLError):
+        config = {}
+    return term_names(config)
 
 
 def finetune_figure(chosen: list) -> go.Figure:

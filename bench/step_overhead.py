@@ -2,8 +2,9 @@
 
     python bench/step_overhead.py [--pairs 16] [--size 224] [--reps 3] [--config hico]
 
-- full step: both views through HiCoNet in one forward (backbone, FPN, three heads, classifier), every HiCo term
-  (3 peer, 2 cross, softened CE), backward, Adam step;
+- full step: ``hico.engine.train_step``, the trainer's step: for HiCo both views through HiCoNet in one forward
+  (backbone, FPN, three heads, classifier), every HiCo term (3 peer, 2 cross, softened CE), backward, Adam step
+  (``--config`` another method: that method's step);
 - bare step: the same backbone+FPN on the same 2 x pairs images, a trivial loss (the mean of the pyramid maps
   the heads read), backward, Adam step.
 
@@ -20,7 +21,8 @@ import time
 import torch
 
 from hico.config import load_method, resolve_classes
-from hico.engine import training_step
+from hico.engine import train_step, trainable_parameters
+from hico.methods import build_method
 from hico.models import HiCoNet
 
 
@@ -35,13 +37,13 @@ def main() -> None:
     cfg = resolve_classes(load_method(args.config, ["model.init=random"]), ["a", "b", "c"])  # auto: 3 classes
     torch.manual_seed(0)
     model = HiCoNet(cfg.model).train()
-    loss_fn = cfg.loss.build()
-    opt = torch.optim.Adam(model.parameters(), lr=3e-4, weight_decay=1e-4)
+    method = build_method(cfg, model)
+    opt = torch.optim.Adam([*model.parameters(), *trainable_parameters(method)], lr=3e-4, weight_decay=1e-4)
     v1, v2 = torch.randn(2, args.pairs, 3, args.size, args.size).unbind(0)
     labels = torch.randint(0, cfg.model.num_classes or 1, (args.pairs,))
     labels[::2] = -1  # half the pairs unlabelled, as in semi-supervised pretraining
 
-    levels = cfg.model.levels
+    levels = sorted(set(model.sources.values()))  # the maps the heads read (c5 alone without an FPN)
 
     def bare() -> None:
         maps = model.forward_maps(torch.cat([v1, v2]))
@@ -51,7 +53,7 @@ def main() -> None:
         opt.step()
 
     def full() -> None:
-        training_step(model, loss_fn, opt, v1, v2, labels)
+        train_step(method, model, opt, v1, v2, labels)
 
     times: dict[str, list[float]] = {"bare": [], "full": []}
     for rep in range(args.reps + 1):
@@ -65,7 +67,7 @@ def main() -> None:
         f"config {args.config}, {args.pairs} pairs ({2 * args.pairs} images) at {args.size} px, "
         f"{torch.get_num_threads()} threads, median of {args.reps}"
     )
-    print(f"bare backbone+FPN step: {bare_s:.3f} s   full HiCo step: {full_s:.3f} s")
+    print(f"bare backbone+FPN step: {bare_s:.3f} s   full {cfg.name} step: {full_s:.3f} s")
     print(f"ratio full / bare: {full_s / bare_s:.3f}   (target <= 1.10)")
 
 

@@ -6,7 +6,8 @@
 Three measurements in one run, alternated round by round so that machine noise hits them alike:
 
 - bare: backbone + FPN forward/backward on 2 x pairs random images, a trivial loss, Adam step;
-- full: the HiCo step (one forward for both views, all six terms, backward, Adam step) on the same images;
+- full: the HiCo step as the trainer runs it (``hico.engine.train_step``: one forward for both views, all six
+  terms, backward, Adam step) on the same images;
 - loader: the full step fed by the real pipeline (cached uint8 frames -> DataLoader -> augmentation on the
   device), from --data (default: ../shared/data/covid_blues, else data_samples/). On CUDA the GPU's
   utilisation is sampled while it runs (needs nvidia-ml-py; otherwise the busy fraction is estimated from
@@ -30,7 +31,8 @@ from hico.data import scan
 from hico.data.augment import BatchAugment
 from hico.data.cache import default_cache_dir
 from hico.data.pairs import PairDataset, make_sampler, make_views
-from hico.engine import training_step
+from hico.engine import train_step, trainable_parameters
+from hico.methods import build_method
 from hico.models import HiCoNet
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -77,8 +79,8 @@ def main() -> None:
     model = HiCoNet(cfg.model).to(device)
     if cuda:
         model = model.to(memory_format=torch.channels_last)
-    loss_fn = cfg.loss.build()
-    opt = torch.optim.Adam(model.parameters(), lr=3e-4, weight_decay=1e-4)
+    method = build_method(cfg, model).to(device)
+    opt = torch.optim.Adam([*model.parameters(), *trainable_parameters(method)], lr=3e-4, weight_decay=1e-4)
     fmt = torch.channels_last if cuda else torch.contiguous_format
     v1, v2 = (
         v.contiguous(memory_format=fmt) for v in torch.randn(2, args.pairs, 3, args.size, args.size, device=device)
@@ -107,7 +109,7 @@ def main() -> None:
         opt.step()
 
     def full() -> None:
-        training_step(model, loss_fn, opt, v1, v2, labels, autocast_dtype=bf16)
+        train_step(method, model, opt, v1, v2, labels, autocast_dtype=bf16)
 
     waits: list[float] = []
 
@@ -125,7 +127,7 @@ def main() -> None:
             with torch.no_grad():
                 a, b = make_views(batch, pairs.sampler, augment, gen)
             a, b = a.contiguous(memory_format=fmt), b.contiguous(memory_format=fmt)
-            training_step(model, loss_fn, opt, a, b, batch["label"], autocast_dtype=bf16)
+            train_step(method, model, opt, a, b, batch["label"], autocast_dtype=bf16)
 
     times: dict[str, list[float]] = {"bare": [], "full": [], "loader": []}
     util: list[float] = []

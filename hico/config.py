@@ -34,10 +34,11 @@ import yaml
 
 from hico.data.augment import AugmentConfig
 from hico.io import yaml_error
+from hico.methods import KINDS as LOSS_KINDS
+from hico.methods import method_class
 from hico.models.config import ModelConfig
 from hico.train.config import TrainConfig
 
-LOSS_KINDS = ("hico", "uscl", "moco")
 PAIR_SAMPLERS = ("hico", "uscl", "ivpp", "ucl")
 
 
@@ -47,10 +48,12 @@ class ConfigError(ValueError):
 
 @dataclass
 class LossConfig:
-    """The training objective. ``kind="hico"``: :class:`~hico.losses.HiCoLoss` with every argument below;
-    ``kind="uscl"``: :class:`~hico.losses.USCLLoss` (NT-Xent + ``lam`` * (CE1 + CE2); alpha, beta, terms,
-    cross_pairing and smoothing unused); ``kind="moco"``: :class:`~hico.losses.MoCoLoss` (a momentum key encoder
-    and a queue of ``queue_size`` negatives; temperature and momentum used, the rest unused)."""
+    """The training objective; ``kind`` names the method (:mod:`hico.methods`). ``kind="hico"``:
+    :class:`~hico.losses.HiCoLoss` with every argument below; ``kind="uscl"``: :class:`~hico.losses.USCLLoss`
+    (NT-Xent + ``lam`` * (CE1 + CE2); alpha, beta, terms, cross_pairing and smoothing unused); ``kind="moco"``:
+    :class:`~hico.losses.MoCoLoss` (a momentum key encoder and a queue of ``queue_size`` negatives; temperature
+    and momentum used, the rest unused); ``kind="byol"``: :mod:`hico.methods.byol` (a predictor and a momentum
+    target network of tau = ``momentum``; the rest unused)."""
 
     kind: str = "hico"
     lam: float = 0.5
@@ -73,28 +76,9 @@ class LossConfig:
 
     def build(self, dim: int = 128):
         """The loss module this configuration describes (``dim``: the embedding size, for the MoCo queue)."""
-        from hico.losses import HiCoLoss, MoCoLoss, USCLLoss
+        from hico.methods import build_loss
 
-        if self.kind == "moco":
-            return MoCoLoss(
-                dim,
-                queue_size=self.queue_size,
-                temperature=self.temperature,
-                momentum=self.momentum,
-                support_size=self.support_size,
-                soft_nn_temperature=self.soft_nn_temperature,
-            )
-        if self.kind == "uscl":
-            return USCLLoss(lam=self.lam, temperature=self.temperature)
-        return HiCoLoss(
-            lam=self.lam,
-            alpha=self.alpha,
-            beta=self.beta,
-            temperature=self.temperature,
-            terms=self.terms,
-            cross_pairing=self.cross_pairing,
-            smoothing=self.smoothing,
-        )
+        return build_loss(self, dim)
 
 
 @dataclass
@@ -435,27 +419,26 @@ def _blame(cls: type, name: str, source: str, origins: dict, before: dict | None
 
 def _check_consistency(cfg: MethodConfig, source: str) -> None:
     """Checks that span sections: what the loss needs, the model must produce."""
-    m, loss = cfg.model, cfg.loss
+    m, method = cfg.model, method_class(cfg.loss.kind)
     if m.pooling == "flatten" and m.image_size != cfg.augment.size:
         raise ConfigError(
             f"{source}: model.image_size ({m.image_size}) must equal augment.size ({cfg.augment.size}) "
             "with model.pooling: flatten"
         )
-    if loss.kind == "hico" and not m.fpn:
-        needs_fpn = [t for t in loss.terms if t not in ("global", "soft_ce")]
-        if needs_fpn:
-            raise ConfigError(f"{source}: loss.terms {needs_fpn} need the local/medium levels: set model.fpn: true")
-    if cfg.data.pairs == "ucl" and loss.kind != "moco":
+    try:
+        method.check(cfg)
+    except ValueError as e:
+        raise ConfigError(f"{source}: {e}") from e
+    if cfg.data.pairs == "ucl" and not method.takes_negatives:
         raise ConfigError(f"{source}: data.pairs: ucl gives hard negatives that only loss.kind: moco uses")
-    wants_labels = loss.kind == "uscl" or (loss.kind == "hico" and "soft_ce" in loss.terms)
-    if wants_labels and m.num_classes == 0:
+    if method.labels_needed(cfg.loss) and m.num_classes == 0:
         raise ConfigError(f"{source}: the loss uses labels but model.num_classes is 0: set it to the number of classes")
 
 
 def uses_labels(cfg: MethodConfig) -> bool:
-    """True when the method's loss reads class labels (USCL's CE, HiCo's softened CE) at a label rate above 0."""
-    loss = cfg.loss
-    return cfg.data.label_rate > 0 and (loss.kind == "uscl" or (loss.kind == "hico" and "soft_ce" in loss.terms))
+    """True when the method's loss reads class labels (USCL's CE, HiCo's softened CE) at a label rate above 0
+    (the method's own rule: :meth:`hico.methods.base.Method.uses_labels`)."""
+    return method_class(cfg.loss.kind).uses_labels(cfg)
 
 
 def resolve_classes(cfg: MethodConfig, classes: list[str], source: str = "the data") -> MethodConfig:

@@ -269,6 +269,19 @@ def all_reduce_mean(x: Tensor) -> Tensor:
     return x
 
 
+def average_gradients(params: list[nn.Parameter]) -> None:
+    """Average the gradients of ``params`` over the ranks in place (parameters outside DDP, such as BYOL's
+    predictor); parameters without a gradient are skipped. A no-op when not distributed."""
+    grads = [p.grad for p in params if p.grad is not None]
+    if not is_dist() or not grads:
+        return
+    flat = torch.cat([g.reshape(-1) for g in grads])
+    dist.all_reduce(flat, op=dist.ReduceOp.SUM)
+    flat /= dist.get_world_size()
+    for g, part in zip(grads, flat.split([g.numel() for g in grads]), strict=True):
+        g.copy_(part.view_as(g))
+
+
 def barrier() -> None:
     """Wait for every rank; a no-op when not distributed."""
     if is_dist():

@@ -1,4 +1,4 @@
-"""One contrastive training step, shared by the trainer and the benchmarks.
+"""One training step, shared by the trainer and the benchmarks.
 
 Both views go through the model in ONE forward pass (concatenated along the batch), so the backbone runs once
 per step on 2B images, BatchNorm sees both views, and the outputs are split back into the two views. The
@@ -7,10 +7,13 @@ authors' trainer ran four forward passes per step; this runs one.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Collection
 
 import torch
 from torch import Tensor, nn
+
+from hico import dist
 
 
 def forward_views(
@@ -30,27 +33,62 @@ def forward_views(
     return out1, out2
 
 
-def training_step(
+class NonFiniteLossError(ValueError, RuntimeError):
+    """A loss term became NaN or inf; the step stops before the backward pass (``term``: its name, ``value``).
+
+    A ValueError: ``hico pretrain`` reports it in one line and exits 2, like other errors in what was given
+    (here settings that diverge, such as a learning rate too high)."""
+
+    def __init__(self, message: str, term: str, value: float) -> None:
+        super().__init__(message)
+        self.term, self.value = term, value
+
+
+def train_step(
+    method: nn.Module,
     model: nn.Module,
-    loss_fn: nn.Module,
     optimizer: torch.optim.Optimizer,
     view1: Tensor,
     view2: Tensor,
-    labels: Tensor | None,
+    labels: Tensor | None = None,
+    weights: Tensor | None = None,
+    negatives: Tensor | None = None,
     autocast_dtype: torch.dtype | None = None,
-) -> dict[str, Tensor]:
-    """Forward both views, compute every loss term, backward, optimizer step. Returns the detached terms.
+) -> dict[str, float]:
+    """One optimizer step of a method (:class:`hico.methods.base.Method`): its forward over both views,
+    every loss term, backward, optimizer step, then the method's own update (queue, momentum encoder).
+
+    The trainer and the step benchmarks both call this. Returns the terms as floats (one device sync).
 
     Args:
+        model: the trained network (possibly DDP / compiled); its optimizer also holds the method's trainable
+            parameters (:func:`trainable_parameters`).
         view1, view2: (B, 3, H, W) augmented views of B positive pairs.
         labels: (B,) int64 class per pair, -1 for unlabelled (None: no labels).
+        weights, negatives: per-pair loss weights (IVPP) and extra negatives (UCL), or None.
         autocast_dtype: ``torch.bfloat16`` to run the forward under autocast (mixed precision), or None.
+
+    Raises:
+        NonFiniteLossError: a term is NaN or inf (named: the first one that is not a sum of others); nothing
+            was updated.
     """
     device_type = view1.device.type
     with torch.autocast(device_type, dtype=autocast_dtype or torch.bfloat16, enabled=autocast_dtype is not None):
-        out1, out2 = forward_views(model, view1, view2)
-        terms = loss_fn(out1, out2, labels)
+        terms = method(model, view1, view2, labels, weights, negatives)
+    values = torch.stack([v.detach().float() for v in terms.values()]).cpu()  # one sync per step
+    if not torch.isfinite(values).all():
+        bad = [(k, v) for k, v in zip(terms, values.tolist(), strict=True) if not math.isfinite(v)]
+        term, value = next(((k, v) for k, v in bad if k not in method.sums), bad[0])
+        raise NonFiniteLossError(f"non-finite loss: term {term!r} is {value}", term, value)
     optimizer.zero_grad(set_to_none=True)
     terms["total"].backward()
+    if dist.world_size() > 1:  # the method's own trainable parameters sit outside DDP: average their gradients
+        dist.average_gradients(trainable_parameters(method))
     optimizer.step()
-    return {k: v.detach() for k, v in terms.items()}
+    method.after_step(model)
+    return dict(zip(terms, values.tolist(), strict=True))
+
+
+def trainable_parameters(method: nn.Module) -> list[nn.Parameter]:
+    """The method's parameters that the optimizer trains beside the model's (BYOL's predictor; often none)."""
+    return [p for p in method.parameters() if p.requires_grad]

@@ -328,3 +328,24 @@ def test_evaluate_page_probes_and_fine_tunes(tiny_runs, monkeypatch):
     tested = {v for fold in json.loads(path.read_text())["folds"] for v in fold["test_videos"]}
     assert tested and not tested & set(labelled)
     assert any(f"label_overlap {len(labelled)} " in c.value for c in at.caption)  # the fine-tuning's, this time
+
+
+def test_curves_page_shows_the_terms_of_each_runs_method(tmp_path):
+    """USCL's ce and MoCo's moco are plotted (the page once listed HiCo's terms only)."""
+    import json
+
+    for name, kind, term in (("uscl-run", "uscl", "ce"), ("moco-run", "moco", "moco")):
+        run = tmp_path / "runs" / name
+        run.mkdir(parents=True)
+        config = {"name": kind, "loss": {"kind": kind}, "train": {"epochs": 2}}
+        (run / "config.yaml").write_text(yaml.safe_dump(config))
+        records = [{"kind": "step", "epoch": 1, "step": 1, "lr": 0.1, "total": 2.0, term: 1.5}]
+        records += [{"kind": "epoch", "epoch": e, "step": e, "train_total": 2.0, f"train_{term}": 1.5} for e in (1, 2)]
+        (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    at = page("curves_page").run()
+    assert not at.exception
+    at.multiselect[0].set_value(["uscl-run", "moco-run"]).run()
+    figures = [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
+    (terms,) = [f for f in figures if f["layout"]["title"]["text"].startswith("Loss terms")]
+    assert {t["name"] for t in terms["data"]} == {"uscl-run: ce", "moco-run: moco"}
+    assert all("cross-entropy" in t["hovertext"] for t in terms["data"] if t["name"] == "uscl-run: ce")

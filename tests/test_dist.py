@@ -23,11 +23,14 @@ import torch
 from torch import Tensor, nn
 
 from hico import dist
-from hico.config import MethodConfig, load_method, method_names
+from hico.config import LossConfig, MethodConfig, load_method, method_names
 from hico.data.synth import write_dataset
-from hico.engine import forward_views
+from hico.engine import forward_views, train_step
 from hico.losses import HiCoLoss, USCLLoss
+from hico.methods import build_method
+from hico.methods.base import Method
 from hico.models import HiCoNet
+from hico.models.checkpoint import unwrap
 from hico.models.config import ModelConfig
 
 WORLD = 2
@@ -70,14 +73,44 @@ def _views() -> tuple[Tensor, Tensor]:
 
 
 def _model(case: str, workdir: Path) -> HiCoNet:
-    model = HiCoNet(ModelConfig(**CASES[case][0])).double()
+    model = HiCoNet(ModelConfig(**{**CASES, **STEP_CASES}[case][0])).double()
     model.load_state_dict(torch.load(workdir / f"{case}.pt", weights_only=True))
     return model.eval()  # see the module docstring
+
+
+def _method(case: str, model: HiCoNet) -> Method:
+    model_cfg, loss, _ = STEP_CASES[case]
+    torch.manual_seed(1)  # BYOL's predictor: the same initial weights in every process
+    return build_method(MethodConfig(model=ModelConfig(**model_cfg), loss=LossConfig(**loss)), model).double().eval()
+
+
+def _step(model: nn.Module, method: Method, view1: Tensor, view2: Tensor, labels: Tensor) -> dict:
+    """One train_step (lr 0: the gradients stay to be compared); its terms and every trained gradient."""
+    trained = dict(unwrap(model).named_parameters())
+    trained |= {f"method.{n}": p for n, p in method.named_parameters() if p.requires_grad}
+    terms = train_step(method, model, torch.optim.SGD(trained.values(), lr=0.0), view1, view2, labels)
+    return {"terms": terms, "grads": {n: p.grad for n, p in trained.items()}}
 
 
 def _toy_loss(g: Tensor) -> Tensor:
     """A loss that mixes all rows of the gathered (N, D) tensor non-linearly."""
     return torch.logsumexp(g @ g.T, dim=1).mean() + (g**3).sum() / g.numel()
+
+
+# name -> (model config, loss section, global labels): one step of the trainer's ``hico.engine.train_step``, the
+# method gathering what it needs (HiCo: every embedding; BYOL: nothing, but its predictor's gradients averaged)
+STEP_CASES: dict[str, tuple[dict[str, Any], dict[str, Any], list[int]]] = {
+    "step-hico": (
+        {"fpn_channels": 16, "head_dim": 8, "num_classes": 3},
+        {"kind": "hico"},
+        [0, -1, 2, 1, -1, -1, -1, -1],
+    ),
+    "step-byol": (
+        {"fpn": False, "head_layers": 2, "hidden_dim": 32, "head_dim": 8, "num_classes": 0},
+        {"kind": "byol"},
+        [-1] * BATCH,
+    ),
+}
 
 
 def _toy_input() -> Tensor:
@@ -155,6 +188,11 @@ def _worker(rank: int, port: int, workdir: str) -> None:
             "grads": {n: p.grad for n, p in model.named_parameters()},
             "labels": global_labels,
         }
+    for case, (*_, labels) in STEP_CASES.items():  # the same through the trainer's step
+        model = _model(case, Path(workdir))
+        method = _method(case, model)
+        res[case] = _step(DistributedDataParallel(model), method, view1[local], view2[local],
+                          torch.tensor(labels)[local])  # fmt: skip
     torch.save(res, Path(workdir) / f"rank{rank}.pt")
     dist.cleanup()
 
@@ -174,7 +212,7 @@ def ranks(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, Any]]:
     if not torch.distributed.is_available():
         pytest.skip("torch.distributed is not available in this torch build")
     workdir = tmp_path_factory.mktemp("dist")
-    for case, (model_cfg, *_) in CASES.items():  # the same initial weights in every process
+    for case, (model_cfg, *_) in {**CASES, **STEP_CASES}.items():  # the same initial weights in every process
         torch.manual_seed(0)
         torch.save(HiCoNet(ModelConfig(**model_cfg)).double().state_dict(), workdir / f"{case}.pt")
     torch.multiprocessing.spawn(_worker, args=(_free_port(), str(workdir)), nprocs=WORLD, join=True)
@@ -285,7 +323,7 @@ TINY_RUN = [  # 3 steps of 2 + 2 pairs at 32 px
 ]  # fmt: skip
 
 
-def _method(name: str, data: str | Path | None = None) -> MethodConfig:
+def _tiny_config(name: str, data: str | Path | None = None) -> MethodConfig:
     over = [o for o in TINY_RUN if not o.startswith("loss.queue_size") or name in ("mocov2", "ucl")]
     return load_method(name, [*over, *([f"data.path={data}"] if data else [])])
 
@@ -293,18 +331,14 @@ def _method(name: str, data: str | Path | None = None) -> MethodConfig:
 def _unused_parameters(name: str) -> list[str]:
     """The parameters that get no gradient from the method's loss: one process, the model's every output, the
     loss, backward; those whose ``.grad`` stays None (found here, not from the trainer's reasoning)."""
-    cfg = _method(name)
+    cfg = _tiny_config(name)
     torch.manual_seed(0)
     model = HiCoNet(cfg.model)
-    loss_fn = cfg.loss.build(dim=cfg.model.head_dim)
+    method = build_method(cfg, model)
     gen = torch.Generator().manual_seed(0)
     v1, v2 = (torch.randn(4, 3, 32, 32, generator=gen) for _ in range(2))
     labels = torch.tensor([0, 1, -1, 0]) if cfg.data.label_rate > 0 else torch.full((4,), -1)
-    if cfg.loss.kind == "moco":
-        out1, out2 = model(v1), {k: v.detach() for k, v in model(v2).items()}
-    else:
-        out1, out2 = forward_views(model, v1, v2)
-    loss_fn(out1, out2, labels)["total"].backward()
+    method(model, v1, v2, labels)["total"].backward()
     return [n for n, p in model.named_parameters() if p.grad is None]
 
 
@@ -321,9 +355,9 @@ def _train_worker(rank: int, jobs: list[tuple[str, int]], data: str, workdir: st
         )
         try:
             device = dist.setup(device="cpu", timeout_s=60)  # a hang becomes an error within a minute
-            run = trainer._open_run(_method(name, data), Path(workdir) / name, None)
+            run = trainer._open_run(_tiny_config(name, data), Path(workdir) / name, None)
             try:
-                t = trainer.Trainer(_method(name, data), run, device)
+                t = trainer.Trainer(_tiny_config(name, data), run, device)
                 t.pairs.set_epoch(0)
                 t.batches.set_epoch(0, 0)
                 for step, batch in zip(range(3), t.loader, strict=False):
@@ -363,7 +397,7 @@ def test_methods_with_unused_parts_train_under_two_processes(partly_used, tmp_pa
         saved = torch.load(tmp_path / f"{name}.pt", weights_only=True)
         assert saved["steps"] == 3, name
         trained = saved["model"]
-        cfg = _method(name)
+        cfg = _tiny_config(name)
         torch.manual_seed(cfg.train.seed)  # the trainer's initial weights
         initial = HiCoNet(cfg.model).state_dict()
         changed = [key for key in unused if not torch.equal(trained[key], initial[key])]
@@ -371,3 +405,21 @@ def test_methods_with_unused_parts_train_under_two_processes(partly_used, tmp_pa
             moved.append((name, len(changed), changed[0]))
         assert not torch.equal(trained["backbone.conv1.weight"], initial["backbone.conv1.weight"]), name
     assert moved == []
+
+
+@pytest.mark.parametrize("case", list(STEP_CASES))
+def test_train_step_under_ddp_matches_one_process(ranks: list[dict[str, Any]], case: str, tmp_path: Path) -> None:
+    """hico.engine.train_step of a method on 2 ranks x 4 pairs == on 1 process x 8 pairs: terms and gradients,
+    those of BYOL's predictor (outside DDP) included."""
+    torch.manual_seed(0)
+    model = HiCoNet(ModelConfig(**STEP_CASES[case][0])).double().eval()
+    ref = _step(model, _method(case, model), *_views(), torch.tensor(STEP_CASES[case][2]))
+    assert all(g is not None for g in ref["grads"].values())
+    assert any(n.startswith("method.predictor.") for n in ref["grads"]) == (case == "step-byol")
+    for res in ranks:
+        assert res[case]["terms"].keys() == ref["terms"].keys()
+        for name, value in ref["terms"].items():  # floats of float32 precision (train_step's one sync)
+            assert res[case]["terms"][name] == pytest.approx(value, rel=1e-6, abs=1e-7), f"{case}: {name}"
+        assert res[case]["grads"].keys() == ref["grads"].keys()
+        for name, grad in ref["grads"].items():
+            torch.testing.assert_close(res[case]["grads"][name], grad, **TOL, msg=f"{case}: grad of {name}")

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import ast
+import math
 import time
+from pathlib import Path
 
 import torch
 
 from hico.config import load_method
-from hico.engine import forward_views, training_step
+from hico.engine import forward_views, train_step
+from hico.methods import build_method
 from hico.models import HiCoNet
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_forward_views_splits_one_forward_into_two_views():
@@ -27,16 +33,16 @@ def test_full_hico_step_at_batch_32_and_224px_on_cpu():
     torch.manual_seed(0)
     cfg = load_method("hico", ["model.init=random"])
     model = HiCoNet(cfg.model).train()
-    loss_fn = cfg.loss.build()
+    method = build_method(cfg, model)
     before = [p.detach().clone() for p in model.parameters()]
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     v1, v2 = torch.randn(2, 32, 3, 224, 224).unbind(0)
     labels = torch.tensor([0, 1, 2, -1] * 8)
     t = time.perf_counter()
-    terms = training_step(model, loss_fn, opt, v1, v2, labels)
+    terms = train_step(method, model, opt, v1, v2, labels)
     print(f"\nfull HiCo step, 32 pairs at 224 px on CPU: {time.perf_counter() - t:.1f} s")
     assert set(terms) >= {"total", "local", "medium", "global", "global_local", "global_medium", "soft_ce"}
-    assert all(torch.isfinite(v) for v in terms.values())
+    assert all(math.isfinite(v) for v in terms.values())
     assert all(terms[k] > 0 for k in ("local", "medium", "global", "global_local", "global_medium", "soft_ce"))
     grads = [p.grad for p in model.parameters()]
     assert all(g is not None and torch.isfinite(g).all() for g in grads)
@@ -49,5 +55,20 @@ def test_simclr_and_uscl_steps_run():
         model = HiCoNet(cfg.model).train()
         opt = torch.optim.SGD(model.parameters(), lr=0.1)
         v1, v2 = torch.randn(2, 4, 3, 64, 64).unbind(0)
-        terms = training_step(model, cfg.loss.build(), opt, v1, v2, torch.tensor([0, 1, -1, 2]))
-        assert torch.isfinite(terms["total"]) and terms["total"] > 0
+        terms = train_step(build_method(cfg, model), model, opt, v1, v2, torch.tensor([0, 1, -1, 2]))
+        assert math.isfinite(terms["total"]) and terms["total"] > 0
+
+
+def _calls(path: Path) -> set[str]:
+    """Names of the functions a file calls, and imports from hico.engine."""
+    tree = ast.parse(path.read_text())
+    called = {n.func.id for n in ast.walk(tree) if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)}
+    imported = {
+        a.name for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module == "hico.engine" for a in n.names
+    }
+    return called & imported
+
+
+def test_the_trainer_and_both_step_benchmarks_call_the_same_step():
+    for path in ("hico/train/trainer.py", "bench/step_overhead.py", "bench/train_throughput.py"):
+        assert "train_step" in _calls(ROOT / path), path

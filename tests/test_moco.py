@@ -116,9 +116,12 @@ def test_mocov2_trains_never_sees_its_positive_in_the_queue_and_saves_its_state(
         assert not torch.isclose(unit_keys @ queue.T, torch.ones(())).any()  # the positive is never a negative
         assert torch.allclose(next_queue[(ptr - 4 + torch.arange(4)) % 8], unit_keys, atol=1e-6)  # then enqueued
     ckpt = load_checkpoint(run.last)
-    assert set(ckpt["loss"]) == {"queue", "ptr", "filled"} and int(ckpt["loss"]["filled"]) == 8
-    assert ckpt["key_model"].keys() == ckpt["model"].keys()
-    assert any(not torch.equal(ckpt["key_model"][n], ckpt["model"][n]) for n in ckpt["model"])  # lags behind
+    state = ckpt["method"]
+    assert {k for k in state if k.startswith("loss.")} == {"loss.queue", "loss.ptr", "loss.filled"}
+    assert int(state["loss.filled"]) == 8
+    key_model = {k.removeprefix("key_model."): v for k, v in state.items() if k.startswith("key_model.")}
+    assert key_model.keys() == ckpt["model"].keys()
+    assert any(not torch.equal(key_model[n], ckpt["model"][n]) for n in ckpt["model"])  # lags behind
 
 
 def test_ucl_cross_video_negative_mixes_the_nearest_queued_keys():
@@ -170,6 +173,6 @@ def test_mocov2_holdout_loss_does_not_depend_on_the_queue(tmp_path, monkeypatch)
     trainer = Trainer(cfg, RunDir.create(tmp_path / "run", cfg.to_dict()), torch.device("cpu"))
     model = trainer.model.eval()
     before = trainer._holdout_loss(model)
-    trainer.loss_fn.enqueue(torch.randn(8, 128))  # a different queue: the held-out loss stays the same
+    trainer.method.loss.enqueue(torch.randn(8, 128))  # a different queue: the held-out loss stays the same
     assert trainer._holdout_loss(model) == pytest.approx(before)
     assert math.log(2 * 4 - 1) * 0.5 < before < math.log(2 * 4 - 1) * 1.5  # an InfoNCE over a batch of 4 pairs

@@ -54,8 +54,8 @@ def cli(args: list[str], env_cache: Path, **kw) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "hico.cli", *args], env=env, **kw)
 
 
-def pretrain_args(data: Path, out: Path, extra: tuple[str, ...] = ()) -> list[str]:
-    args = ["pretrain", "--config", "hico", "--data", str(data), "--out", str(out), "--no-progress"]
+def pretrain_args(data: Path, out: Path, extra: tuple[str, ...] = (), config: str = "hico") -> list[str]:
+    args = ["pretrain", "--config", config, "--data", str(data), "--out", str(out), "--no-progress"]
     for item in (*TINY, *extra):
         args += ["--set", item]
     return args
@@ -280,7 +280,7 @@ def test_non_finite_loss_stops_naming_step_and_term(tiny_data, tmp_path, monkeyp
 
     def init(self, *a, **k):
         real_init(self, *a, **k)
-        real_forward = self.loss_fn.forward
+        real_forward = self.method.loss.forward
 
         def poisoned(*args):
             terms = real_forward(*args)
@@ -290,7 +290,7 @@ def test_non_finite_loss_stops_naming_step_and_term(tiny_data, tmp_path, monkeyp
                 terms["total"] = terms["total"] + terms["medium"]
             return terms
 
-        self.loss_fn.forward = poisoned
+        self.method.loss.forward = poisoned
         self._holdout_loss = lambda model: 0.0  # keep the counter on training steps
 
     monkeypatch.setattr(Trainer, "__init__", init)
@@ -373,13 +373,14 @@ def test_metrics_reader_tolerates_a_line_being_written(tmp_path):
     assert read_metrics(tmp_path) == [{"kind": "step", "step": 1}]
 
 
-def test_torchrun_two_processes_train_one_run(tiny_data, tmp_path):
+@pytest.mark.parametrize("config", ["hico", "byol"])  # byol: a method with its own trained parameters
+def test_torchrun_two_processes_train_one_run(tiny_data, tmp_path, config):
     """DDP on CPU (gloo) end to end: rank 0 writes the run, both ranks train on halves of the global batch."""
     import shutil
 
     torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent))
     out = tmp_path / "ddp"
-    args = pretrain_args(tiny_data, out, ("train.epochs=2",))
+    args = pretrain_args(tiny_data, out, ("train.epochs=2",), config)
     env = {**os.environ, "HICO_CACHE": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}
     res = subprocess.run(
         [torchrun, "--standalone", "--nproc_per_node=2", "-m", "hico.cli", *args],

@@ -39,7 +39,7 @@ class MoCoLoss(nn.Module):
         dim: embedding size of the keys.
         queue_size: K, the number of queued negative keys (MoCo: 65536; small data sets need far fewer).
         temperature: t (MoCo v2: 0.2; UCL: 0.07).
-        momentum: m of the key encoder (0.999); read by the trainer, which owns both encoders.
+        momentum: m of the key encoder (0.999); read by :class:`hico.methods.moco.MoCo`, which owns both encoders.
         key: the model output used as the embedding (``"global"``).
         support_size: UCL's cross-video hard negative from the ``support_size`` nearest queued keys (0: none).
         soft_nn_temperature: t_s of its mixing weights (UCL: 0.07).

@@ -23,7 +23,6 @@ At the start, ``labelled_videos.json`` records the videos whose labels the loss 
 
 from __future__ import annotations
 
-import copy
 import math
 import signal
 import sys
@@ -36,27 +35,19 @@ import torch
 from torch import nn
 
 from hico import dist
-from hico.config import MethodConfig, method_from_dict, resolve_classes, uses_labels
+from hico.config import MethodConfig, method_from_dict, resolve_classes
 from hico.data import VideoDataset, scan
 from hico.data.augment import BatchAugment
 from hico.data.cache import default_cache_dir
 from hico.data.pairs import PairDataset, make_views
-from hico.engine import forward_views
+from hico.engine import NonFiniteLossError, train_step, trainable_parameters
 from hico.io import DiskFullError
-from hico.losses import MoCoLoss, info_nce, momentum_update
+from hico.methods import build_method
 from hico.models import HiCoNet
 from hico.models.checkpoint import export_backbone, unwrap
 from hico.train.labelled import pretraining_split, training_labels, write_record
 from hico.train.rundir import RunDir, RunFileError, load_checkpoint, save_checkpoint
 from hico.train.sampler import EpochBatchSampler
-
-
-class NonFiniteLossError(ValueError, RuntimeError):
-    """A loss term became NaN or inf; the run stops and keeps its last good checkpoint (if it wrote one).
-
-    A ValueError: ``hico pretrain`` reports it in one line and exits 2, like other errors in what was given
-    (here settings that diverge, such as a learning rate too high).
-    """
 
 
 class _Stop(Exception):
@@ -181,11 +172,9 @@ class Trainer:
         if self.channels_last:
             model = model.to(memory_format=torch.channels_last)
         self.model = model
-        self.loss_fn = cfg.loss.build(dim=cfg.model.head_dim).to(device)
-        self.key_model: nn.Module | None = None  # MoCo: the momentum encoder of the keys (never trained directly)
-        if isinstance(self.loss_fn, MoCoLoss):
-            self.key_model = copy.deepcopy(model).requires_grad_(False)
-        self.optimizer = torch.optim.Adam(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
+        self.method = build_method(cfg, model).to(device)  # the loss and its state (key encoder, queue, ...)
+        params = [*model.parameters(), *trainable_parameters(self.method)]
+        self.optimizer = torch.optim.Adam(params, lr=t.lr, weight_decay=t.weight_decay)
         self.steps_per_epoch = self.batches.steps_per_epoch
         total = t.epochs * self.steps_per_epoch
         warm = min(t.constant_epochs * self.steps_per_epoch, total)
@@ -194,7 +183,7 @@ class Trainer:
         )
         # Only what the loss reads is computed; an ablation row leaves heads (and the classifier) without a
         # gradient, which DDP must then look for (without, step 2 fails: "Expected to have finished reduction").
-        self.outputs = self.loss_fn.outputs
+        self.outputs = self.method.outputs
         unused = sorted(set(model.output_names) - set(self.outputs))
         self.train_model: nn.Module = dist.maybe_sync_batchnorm(model, device) if self.world > 1 else model
         if self.world > 1:
@@ -227,9 +216,6 @@ class Trainer:
         train_idx, holdout_idx = _split(videos, cfg.train)
         return videos, train_idx, holdout_idx
 
-    def _uses_labels(self) -> bool:
-        return uses_labels(self.cfg)
-
     def _check_labels(self) -> None:
         """The readable videos must still have model.num_classes classes (an unreadable class can drop out)."""
         resolve_classes(self.cfg, self.videos.classes, str(self.cfg.data.path))
@@ -248,8 +234,7 @@ class Trainer:
             "best": self.best,
             "epoch_sums": dict(self.sums),
             "config": self.cfg.to_dict(),
-            "loss": self.loss_fn.state_dict(),  # MoCo's queue; empty for the other losses
-            **({"key_model": self.key_model.state_dict()} if self.key_model is not None else {}),
+            "method": self.method.state_dict(),  # MoCo's key encoder and queue, BYOL's predictor and target, ...
         }
 
     def save(self, best: bool = False) -> None:
@@ -284,9 +269,7 @@ class Trainer:
         unwrap(self.model).load_state_dict(ckpt["model"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.scheduler.load_state_dict(ckpt["scheduler"])
-        self.loss_fn.load_state_dict(ckpt.get("loss", {}))
-        if self.key_model is not None:
-            self.key_model.load_state_dict(ckpt["key_model"])
+        self.method.load_state_dict(_method_state(ckpt))
         self.epoch, self.step_in_epoch = int(ckpt["epoch"]), int(ckpt["step_in_epoch"])
         self.global_step, self.best = int(ckpt["global_step"]), float(ckpt["best"])
         self.sums = defaultdict(float, ckpt.get("epoch_sums", {}))
@@ -411,25 +394,12 @@ class Trainer:
             v1, v2, *negatives = make_views(batch, self.pair_sampler, self.augment, gen)  # UCL: + negatives
         if self.channels_last:
             v1, v2 = v1.contiguous(memory_format=torch.channels_last), v2.contiguous(memory_format=torch.channels_last)
-        labels, weights = batch["label"], self._loss_weights(batch)
-        with torch.autocast(self.device.type, dtype=self.autocast or torch.bfloat16, enabled=self.autocast is not None):
-            if self.key_model is not None:  # MoCo: queries from the trained encoder, keys from the momentum one
-                out1 = self.train_model(v1, outputs=self.outputs)
-                with torch.no_grad():
-                    momentum_update(self.key_model, unwrap(self.model), self.loss_fn.momentum)
-                    out2, negs = self._keys(v2, negatives[0] if negatives else None)
-                terms = self.loss_fn(out1, out2, labels, weights, negatives=negs)
-            else:
-                out1, out2 = forward_views(self.train_model, v1, v2, self.outputs)
-                if self.world > 1:
-                    out1, out2 = dist.gather_outputs(out1), dist.gather_outputs(out2)
-                    labels = dist.all_gather_nograd(labels)
-                    weights = None if weights is None else dist.all_gather_nograd(weights)
-                terms = self.loss_fn(out1, out2, labels, weights)
-        values = torch.stack([v.detach().float() for v in terms.values()]).cpu()  # one sync per step
-        if not torch.isfinite(values).all():
-            bad = [k for k, v in zip(terms, values.tolist(), strict=True) if not math.isfinite(v)]
-            name = next((k for k in bad if k not in ("total", "con")), bad[0])
+        try:
+            terms = train_step(
+                self.method, self.train_model, self.optimizer, v1, v2, batch["label"], self._loss_weights(batch),
+                negatives[0] if negatives else None, autocast_dtype=self.autocast,
+            )  # fmt: skip
+        except NonFiniteLossError as e:
             kept = (
                 f", the last good checkpoint is kept ({self.run.last})"
                 if self.run.last.exists()
@@ -437,17 +407,11 @@ class Trainer:
                 "often helps)"
             )
             raise NonFiniteLossError(
-                f"non-finite loss at step {self.global_step + 1} (epoch {self.epoch + 1}): term {name!r} is "
-                f"{terms[name].item()}; stopped{kept}"
-            )
-        self.optimizer.zero_grad(set_to_none=True)
-        terms["total"].backward()
-        self.optimizer.step()
+                f"non-finite loss at step {self.global_step + 1} (epoch {self.epoch + 1}): term {e.term!r} is "
+                f"{e.value}; stopped{kept}", e.term, e.value,
+            ) from None  # fmt: skip
         self.scheduler.step()
-        if self.key_model is not None:  # the batch's keys (of every rank) replace the oldest queued ones
-            keys = out2[self.loss_fn.key]
-            self.loss_fn.enqueue(dist.all_gather_nograd(keys) if self.world > 1 else keys)
-        return dict(zip(terms, values.tolist(), strict=True))
+        return terms
 
     def end_epoch(self) -> None:
         """Evaluate, keep the epoch's snapshot, log the epoch record, write last.pt (and best.pt when the
@@ -479,6 +443,7 @@ class Trainer:
             return out
         model = unwrap(self.model)
         model.eval()
+        self.method.eval()
         try:
             out["holdout_con"] = self._holdout_loss(model)
             if t.knn_every and (self.epoch % t.knn_every == 0 or self.epoch == t.epochs):
@@ -496,14 +461,13 @@ class Trainer:
                     feats.save(self.run.features / f"epoch_{self.epoch:04d}.npz")
         finally:
             model.train()
+            self.method.train()
         return out
 
+    @torch.no_grad()
     def _holdout_loss(self, model: nn.Module) -> float:
-        """Mean contrastive loss (``con``: no labels) of fixed pairs of held-out videos, model in eval mode.
-
-        For MoCo methods it is the in-batch InfoNCE of the two views' embeddings: the queue loss would depend
-        on what the queue holds (random vectors at first, then keys that age), not only on the model.
-        """
+        """Mean held-out criterion of the method (HiCo: ``con``, without labels) on fixed pairs of held-out
+        videos, model in eval mode (see each method's ``holdout_loss``)."""
         videos = self.videos.subset(self.holdout_idx)
         per_video = max(1, math.ceil(2 * self.cfg.train.batch_size / len(videos)))
         pairs = PairDataset(videos, self.pair_sampler, None, seed=self.cfg.train.seed + 1, samples_per_video=per_video)
@@ -520,30 +484,11 @@ class Trainer:
             with torch.autocast(
                 self.device.type, dtype=self.autocast or torch.bfloat16, enabled=self.autocast is not None
             ):
-                out1, out2 = forward_views(model, v1, v2)
-                if self.key_model is not None:  # MoCo: in-batch InfoNCE, independent of the queue's contents
-                    key, weights = self.loss_fn.key, self._loss_weights(batch)
-                    terms = {"con": info_nce(out1[key], out2[key], self.loss_fn.temperature, weights)}
-                else:
-                    terms = self.loss_fn(out1, out2, None, self._loss_weights(batch))
-            total += float(terms["con"] if "con" in terms else terms["total"])
+                total += float(self.method.holdout_loss(model, v1, v2, self._loss_weights(batch)))
             n += 1
         return total / max(n, 1)
 
     # ------------------------------------------------------------------------------------------- helpers
-    def _keys(self, view: torch.Tensor, negatives: torch.Tensor | None) -> tuple[dict, torch.Tensor | None]:
-        """MoCo keys of ``view`` (B, 3, s, s) and, for UCL, of the intra-video negatives (B, M, 3, s, s), in one
-        pass of the momentum encoder: the key outputs and the negatives' (B, M, D) embeddings (or None)."""
-        if negatives is None:
-            return self.key_model(view, outputs=self.outputs), None
-        b, m = negatives.shape[:2]
-        negatives = negatives.flatten(0, 1)
-        if self.channels_last:
-            negatives = negatives.contiguous(memory_format=torch.channels_last)
-        out = self.key_model(torch.cat([view, negatives]), outputs=self.outputs)
-        key = self.loss_fn.key
-        return {key: out[key][:b]}, out[key][b:].unflatten(0, (b, m))
-
     def _loss_weights(self, batch: dict) -> torch.Tensor | None:
         """The pairs' loss weights (IVPP), or None when the sampler's weight is not a loss weight."""
         return batch["weight"] if getattr(self.pair_sampler, "loss_weights", False) else None
@@ -565,6 +510,14 @@ class Trainer:
     def _say(self, msg: str) -> None:
         if self.main:
             print(msg, file=sys.stderr, flush=True)
+
+
+def _method_state(ckpt: dict) -> dict:
+    """The method's state in ``ckpt``; checkpoints written before methods were modules kept the loss's buffers
+    under "loss" and MoCo's key encoder under "key_model": the same tensors, named without their prefix."""
+    if "method" in ckpt:
+        return ckpt["method"]
+    return {f"{part}.{k}": v for part in ("loss", "key_model") for k, v in ckpt.get(part, {}).items()}
 
 
 def _snapshot_epoch(epoch: int, epochs: int) -> bool:
