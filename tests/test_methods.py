@@ -20,7 +20,7 @@ from hico.models import HiCoNet
 from hico.train.rundir import RunDir, load_checkpoint, read_metrics, save_checkpoint
 from hico.train.trainer import Trainer, pretrain
 
-SMALL = ["model.init=random", "augment.size=64", "model.image_size=64"]
+SMALL = ["model.init=random", "augment.size=64", "model.image_size=64", "model.num_classes=3"]  # auto resolved: 3
 TINY = ["model.init=random", "augment.size=32", "data.working_size=48", "train.epochs=2", "train.batch_size=8",
         "train.pairs_per_video=2", "train.lr=0.001", "train.constant_epochs=1", "train.log_every=1",
         "train.holdout=0.25", "train.knn_frames_per_video=2", "train.knn_k=3"]  # fmt: skip

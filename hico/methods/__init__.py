@@ -66,8 +66,18 @@ TERMS: dict[str, dict[str, str]] = {
 
 def term_names(config: dict[str, Any]) -> dict[str, str]:
     """The loss terms (name -> one-line meaning) of a run, from its config.yaml as a dict; torch-free."""
-    kind = str((config.get("loss") or {}).get("kind", "hico"))
-    return dict(TERMS.get(kind, {"total": "what the optimizer minimises"}))
+    loss = config.get("loss") or {}
+    kind = str(loss.get("kind", "hico"))
+    names = dict(TERMS.get(kind, {"total": "what the optimizer minimises"}))
+    if kind == "hico" and loss.get("smoothing") == "reference" and "soft_ce" in loss.get("terms", ("soft_ce",)):
+        names["soft_ce_skipped"] = SOFT_CE_SKIPPED
+    return names
+
+
+SOFT_CE_SKIPPED = (
+    "1 when the batch held exactly one labelled sample: the authors' smoothing divides by N - 1 = 0, so soft_ce "
+    "was 0 for that batch (hico-code); its epoch mean is the fraction of such batches"
+)
 
 
 def method_class(kind: str) -> type[Method]:

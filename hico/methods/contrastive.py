@@ -14,7 +14,7 @@ from torch import Tensor, nn
 from hico import dist
 from hico.engine import forward_views
 from hico.losses import HiCoLoss, USCLLoss
-from hico.methods import TERMS
+from hico.methods import TERMS, term_names
 from hico.methods.base import Method
 
 if TYPE_CHECKING:
@@ -47,6 +47,10 @@ class HiCo(Contrastive):
 
     terms = TERMS["hico"]
     sums = ("total", "con")
+
+    def __init__(self, cfg: MethodConfig, model: nn.Module) -> None:
+        super().__init__(cfg, model)
+        self.terms = term_names(cfg.to_dict())  # + soft_ce_skipped with the authors' smoothing
 
     @classmethod
     def build_loss(cls, loss: LossConfig, dim: int) -> nn.Module:
