@@ -347,5 +347,96 @@ def test_curves_page_shows_the_terms_of_each_runs_method(tmp_path):
     at.multiselect[0].set_value(["uscl-run", "moco-run"]).run()
     figures = [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
     (terms,) = [f for f in figures if f["layout"]["title"]["text"].startswith("Loss terms")]
-    assert {t["name"] for t in terms["data"]} == {"uscl-run: ce", "moco-run: moco"}
+    assert {t["name"] for t in terms["data"] if t.get("showlegend", True)} == {"uscl-run: ce", "moco-run: moco"}
     assert all("cross-entropy" in t["hovertext"] for t in terms["data"] if t["name"] == "uscl-run: ce")
+
+
+def _fake_run(root: Path, name: str, config: dict, epochs: list[dict]) -> None:
+    """A run directory with ``config`` and one step plus the given epoch records (train_* keys) in metrics.jsonl."""
+    run = root / name
+    run.mkdir(parents=True)
+    (run / "config.yaml").write_text(yaml.safe_dump(config))
+    records = [{"kind": "step", "epoch": 1, "step": s, "lr": 0.1, "total": 9.0} for s in (1, 2)]
+    records += [{"kind": "epoch", "epoch": e, "step": e, **r} for e, r in enumerate(epochs, start=1)]
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+
+
+def _curves_of_two_hico_runs(tmp_path) -> AppTest:
+    """Two HiCo runs (batch 8 and 16, no labels: soft_ce always 0, global_medium switched off and logged as 0)."""
+    terms = ["local", "medium", "global", "global_local", "soft_ce"]
+    for name, batch in (("run-a", 8), ("run-b", 16)):
+        config = {"loss": {"kind": "hico", "lam": 0.5, "terms": terms}, "train": {"batch_size": batch},
+                  "data": {"label_rate": 0.0}}  # fmt: skip
+        epoch = {"train_total": 9.0, "train_con": 8.0, "train_local": 2.0, "train_medium": 2.0, "train_global": 2.0,
+                 "train_global_local": 4.0, "train_global_medium": 0.0, "train_soft_ce": 0.0}  # fmt: skip
+        _fake_run(tmp_path / "runs", name, config, [epoch, epoch])
+    at = page("curves_page").run()
+    at.multiselect[0].set_value(["run-a", "run-b"]).run()
+    assert not at.exception
+    return at
+
+
+def test_curves_page_one_colour_per_run_terms_by_dash_zero_terms_left_out(tmp_path):
+    """Two runs: every trace of a run has the run's colour, its terms differ by dash, the legend lists runs x terms
+    drawn (once 14 entries with reused colours), and terms that are always 0 are not drawn."""
+    at = _curves_of_two_hico_runs(tmp_path)
+    figures = {
+        json.loads(c.proto.spec)["layout"]["title"]["text"]: json.loads(c.proto.spec) for c in at.get("plotly_chart")
+    }
+    terms = next(f for t, f in figures.items() if t.startswith("Loss terms"))
+    shown = [t for t in terms["data"] if t.get("showlegend", True)]
+    drawn = ("con", "local", "medium", "global", "global_local")
+    assert sorted(t["name"] for t in shown) == sorted(f"{r}: {term}" for r in ("run-a", "run-b") for term in drawn)
+    colours = {r: {t["line"]["color"] for t in terms["data"] if t["name"].startswith(r)} for r in ("run-a", "run-b")}
+    assert all(len(c) == 1 for c in colours.values()) and colours["run-a"] != colours["run-b"]
+    for run in ("run-a", "run-b"):
+        dashes = [t["line"].get("dash", "solid") for t in shown if t["name"].startswith(run)]
+        assert len(set(dashes)) == len(drawn) and "dot" not in dashes  # dotted: the chance levels
+
+
+def test_curves_page_draws_each_runs_chance_level(tmp_path):
+    """A dotted line in the run's colour at ln(2N - 1) (peer terms), 2 ln(2N - 1) (a cross term, two InfoNCE) and
+    at the total's lam * 3 ln(2N - 1) + (1 - lam) * 2 ln(2N - 1) (one cross term on), N = train.batch_size."""
+    import math
+
+    at = _curves_of_two_hico_runs(tmp_path)
+    figures = {
+        json.loads(c.proto.spec)["layout"]["title"]["text"]: json.loads(c.proto.spec) for c in at.get("plotly_chart")
+    }
+    terms = next(f for t, f in figures.items() if t.startswith("Loss terms"))
+    loss = next(f for t, f in figures.items() if t.startswith("Training loss"))
+    for run, n in (("run-a", 8), ("run-b", 16)):
+        chance = math.log(2 * n - 1)
+        con = 0.5 * 3 * chance + 0.5 * 2 * chance
+        dotted = [t for t in terms["data"] if t["line"].get("dash") == "dot" and t["name"].startswith(run)]
+        assert sorted(round(t["y"][0], 6) for t in dotted) == sorted(round(v, 6) for v in (chance, 2 * chance, con))
+        assert all(t["y"][0] == t["y"][1] and t["showlegend"] is False for t in dotted)
+        (total,) = [t for t in loss["data"] if t["line"].get("dash") == "dot" and t["name"].startswith(run)]
+        assert total["y"] == [pytest.approx(con), pytest.approx(con)]
+    assert any("chance" in c.value and "ln(2N - 1)" in c.value for c in at.caption)
+
+
+def test_curves_page_titles_fit_and_no_deprecation_is_logged(tmp_path):
+    """Chart titles are short enough not to be cut off on a half-width chart (once "k-NN accuracy of held-out
+    videos, per level (epoch 0: before traini"), and drawing logs no Streamlit deprecation (use_container_width
+    flooded the server log every 2 s while curves were live)."""
+    import logging
+    import warnings
+
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    logger = logging.getLogger("streamlit.deprecation_util")  # streamlit loggers do not propagate
+    logger.addHandler(handler)
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            at = _curves_of_two_hico_runs(tmp_path)
+    finally:
+        logger.removeHandler(handler)
+    assert not [r.getMessage() for r in records]
+    assert not [
+        str(w.message) for w in caught if issubclass(w.category, DeprecationWarning) and "streamlit" in w.filename
+    ]
+    titles = [json.loads(c.proto.spec)["layout"]["title"]["text"] for c in at.get("plotly_chart")]
+    assert len(titles) == 5 and all(len(t) <= 40 for t in titles), titles

@@ -169,3 +169,48 @@ def test_a_checkpoint_written_before_methods_were_modules_still_resumes(tmp_path
     restored = new.method.state_dict()
     assert restored.keys() == method.keys()
     assert all(torch.equal(restored[k], v) for k, v in method.items())
+
+
+def test_chance_level_from_the_equations_and_from_the_losses_at_chance():
+    """chance_level: HiCo total = lam*3*ln(2N-1) + (1-lam)*2*(2 ln(2N-1)) + beta*ln K (each cross term sums two
+    InfoNCE), USCL = ln(2N-1) + lam*2 ln K, MoCo/UCL = ln(1 + E + 1 + K); and the losses, fed embeddings that
+    tell nothing apart and equal logits, give exactly those values."""
+    import math
+
+    from hico.losses import HiCoLoss, MoCoLoss, USCLLoss
+    from hico.methods import chance_level
+
+    n, k, lam, beta = 8, 3, 0.3, 0.2
+    hico = {"loss": {"kind": "hico", "lam": lam, "beta": beta}, "train": {"batch_size": n},
+            "model": {"num_classes": k}, "data": {"label_rate": 0.5}}  # fmt: skip
+    pair = math.log(2 * n - 1)
+    want = {"local": pair, "global": pair, "global_local": 2 * pair, "soft_ce": math.log(k),
+            "con": lam * 3 * pair + (1 - lam) * 2 * 2 * pair}  # fmt: skip
+    want["total"] = want["con"] + beta * math.log(k)
+    for term, value in want.items():
+        assert chance_level(hico, term) == pytest.approx(value), term
+    same = {key: torch.ones(n, 16) for key in ("local", "medium", "global")} | {"logits": torch.zeros(n, k)}
+    labels = torch.tensor([0, 1, 2, -1, 0, -1, 1, -1])
+    got = HiCoLoss(lam=lam, beta=beta)(same, same, labels)
+    for term, value in want.items():
+        assert got[term].item() == pytest.approx(value, rel=1e-5), term
+
+    peer_only = hico | {"loss": {"kind": "hico", "lam": lam, "terms": ["local", "global"]}, "data": {"label_rate": 0}}
+    assert chance_level(peer_only, "total") == pytest.approx(lam * 2 * pair)
+    assert chance_level(peer_only, "global_local") is None and chance_level(peer_only, "soft_ce") is None
+
+    uscl = hico | {"loss": {"kind": "uscl", "lam": lam}}
+    assert chance_level(uscl, "total") == pytest.approx(pair + lam * 2 * math.log(k))
+    got = USCLLoss(lam=lam)(same, same, labels)
+    assert got["total"].item() == pytest.approx(pair + lam * 2 * math.log(k), rel=1e-5)
+
+    ucl = {"loss": {"kind": "moco", "queue_size": 32, "support_size": 4}, "data": {"pairs": "ucl", "negatives": 3}}
+    assert chance_level(ucl, "moco") == pytest.approx(math.log(1 + 3 + 1 + 32))
+    moco = MoCoLoss(dim=16, queue_size=32, support_size=4)
+    moco.queue.fill_(0.25)  # unit keys, all equal to the unit queries
+    got = moco({"global": torch.ones(n, 16)}, {"global": torch.ones(n, 16)}, negatives=torch.ones(n, 3, 16))
+    assert got["moco"].item() == pytest.approx(math.log(1 + 3 + 1 + 32), rel=1e-5)
+    assert chance_level({"loss": {"kind": "moco", "queue_size": 32}, "data": {"pairs": "hico"}}, "total") == (
+        pytest.approx(math.log(33))
+    )
+    assert chance_level({"loss": {"kind": "byol"}}, "total") is None
