@@ -37,7 +37,7 @@ def page() -> None:
     ):  # fmt: skip
         col.metric(label, f"{value:,}")
     st.dataframe(
-        [{"class": c, "videos": n} for c, n in s["classes"].items()], hide_index=True, use_container_width=False
+        [{"class": c, "videos": n} for c, n in s["classes"].items()], hide_index=True, width="content"
     )
     if videos.unreadable:
         with st.expander(f"{len(videos.unreadable)} unreadable files (skipped)"):
