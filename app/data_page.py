@@ -36,9 +36,7 @@ def page() -> None:
         strict=True,
     ):  # fmt: skip
         col.metric(label, f"{value:,}")
-    st.dataframe(
-        [{"class": c, "videos": n} for c, n in s["classes"].items()], hide_index=True, width="content"
-    )
+    st.dataframe([{"class": c, "videos": n} for c, n in s["classes"].items()], hide_index=True, width="content")
     if videos.unreadable:
         with st.expander(f"{len(videos.unreadable)} unreadable files (skipped)"):
             st.text("\n".join(reason for _, reason in videos.unreadable))
