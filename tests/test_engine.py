@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_forward_views_splits_one_forward_into_two_views():
-    model = HiCoNet(load_method("hico", ["model.init=random"]).model).eval()
+    model = HiCoNet(load_method("hico", ["model.init=random", "model.num_classes=3"]).model).eval()
     v1, v2 = torch.randn(2, 3, 3, 64, 64).unbind(0)
     out1, out2 = forward_views(model, v1, v2)
     with torch.no_grad():
@@ -31,7 +31,7 @@ def test_forward_views_splits_one_forward_into_two_views():
 def test_full_hico_step_at_batch_32_and_224px_on_cpu():
     """The issue's requirement: HiCoNet + HiCoLoss, 32 pairs (64 images) at 224 px, forward+backward on CPU."""
     torch.manual_seed(0)
-    cfg = load_method("hico", ["model.init=random"])
+    cfg = load_method("hico", ["model.init=random", "model.num_classes=3"])
     model = HiCoNet(cfg.model).train()
     method = build_method(cfg, model)
     before = [p.detach().clone() for p in model.parameters()]
@@ -51,7 +51,7 @@ def test_full_hico_step_at_batch_32_and_224px_on_cpu():
 
 def test_simclr_and_uscl_steps_run():
     for name in ("simclr", "uscl"):
-        cfg = load_method(name)
+        cfg = load_method(name, ["model.num_classes=3"])  # auto is resolved from a dataset; here there is none
         model = HiCoNet(cfg.model).train()
         opt = torch.optim.SGD(model.parameters(), lr=0.1)
         v1, v2 = torch.randn(2, 4, 3, 64, 64).unbind(0)

@@ -78,4 +78,5 @@ def test_scan_json_on_pocus(shared_data, real_cache, capsys):
         "classes": dict(sorted(Counter(r["class"] for r in rows).items())),
         "groups": len({r["split_group"] for r in rows}),
         "unreadable": [],
+        "refused": [],
     }
