@@ -98,8 +98,8 @@ def finetune_figure(chosen: list) -> go.Figure:
     """Test accuracy per fine-tuning epoch of each run's newest fine-tuning, and of a random init's (the paper's
     Figure 1c: how fast a pretrained backbone converges downstream)."""
     fig = _figure("Fine-tuning: test accuracy after each epoch, all folds (Figure 1c)", "epoch", "accuracy")
-    curves = [(info.name, runs.finetune_curve(info.path / "finetune")) for info in chosen]
-    curves.append(("random init", runs.finetune_curve(runs_root() / "finetune-random")))
+    curves = [(info.name, runs.finetune_curve(runs.finetune_folder(str(info.path)))) for info in chosen]
+    curves.append(("random init", runs.finetune_curve(runs.finetune_folder("random", runs_root()))))
     for name, curve in curves:
         if curve is not None:
             fig.add_scatter(x=curve["epoch"], y=curve["accuracy"], name=name, mode="lines+markers")

@@ -25,7 +25,7 @@ def page() -> None:
         st.error(str(e))
         return
     st.caption(f"Evaluation dataset: `{data}` (change it on the Data page)")
-    finished = [r for r in readable_runs(runs.list_runs(runs_root())) if (r.path / "backbone.pt").is_file()]
+    finished = [r for r in readable_runs(runs.list_runs(runs_root())) if "final backbone" in runs.checkpoints(r.path)]
     choices = ["random init"] + [r.name for r in finished]
     backbone = st.selectbox("Backbone", choices, index=1 if finished else 0, help="a finished run's backbone.pt")
     spec = "random" if backbone == "random init" else str(runs_root() / backbone)
@@ -142,5 +142,5 @@ def confusion_figure(cm: list[list[int]], classes: list[str], title: str) -> go.
 
 
 def _mtime(spec: str) -> float:
-    path = Path(spec) / "backbone.pt" if Path(spec).is_dir() else Path(spec)
-    return path.stat().st_mtime if path.exists() else 0.0
+    path = runs.checkpoints(spec).get("final backbone") if Path(spec).is_dir() else Path(spec)
+    return path.stat().st_mtime if path is not None and path.exists() else 0.0
