@@ -158,9 +158,9 @@ def finetune_figure(chosen: list) -> go.Figure:
     """Test accuracy per fine-tuning epoch of each run's newest fine-tuning, and of a random init's (the paper's
     Figure 1c: how fast a pretrained backbone converges downstream)."""
     fig = _figure("Fine-tuning accuracy (Figure 1c)", "epoch", "test accuracy, all folds")
-    curves = [(info.name, COLOURS[i % len(COLOURS)], runs.finetune_curve(info.path / "finetune")) for i, info in
-              enumerate(chosen)]  # fmt: skip
-    curves.append(("random init", "grey", runs.finetune_curve(runs_root() / "finetune-random")))
+    curves = [(info.name, COLOURS[i % len(COLOURS)], runs.finetune_curve(runs.finetune_folder(str(info.path))))
+              for i, info in enumerate(chosen)]  # fmt: skip
+    curves.append(("random init", "grey", runs.finetune_curve(runs.finetune_folder("random", runs_root()))))
     for name, colour, curve in curves:
         if curve is not None:
             fig.add_scatter(

@@ -18,30 +18,23 @@ from hico import runs
 
 from common import check_dataset_path, load_dataset, readable_runs, runs_root
 
-CHECKPOINTS = {
-    "final backbone": "backbone.pt",
-    "best (held-out loss)": "checkpoints/best.pt",
-    "last": "checkpoints/last.pt",
-}
-
 
 def page() -> None:
     st.header("Embeddings")
     all_runs = [
         r
         for r in readable_runs(runs.list_runs(runs_root()))
-        if (r.path / "features").is_dir() or (r.path / "checkpoints").is_dir()
+        if runs.epoch_features(r.path) or runs.epoch_checkpoints(r.path) or runs.checkpoints(r.path)
     ]
     if not all_runs:
         st.info("No run to map yet: launch one on the Train page (the demo preset takes about two minutes).")
         return
     c1, c2, c3 = st.columns([2, 2, 1])
     run = c1.selectbox("Run", all_runs, format_func=lambda r: f"{r.name} ({r.method}, {r.state})")
-    epoch_files = sorted((run.path / "checkpoints").glob("epoch_*.pt"))
-    snapshots = sorted((run.path / "features").glob("epoch_*.npz"))  # runs without epoch checkpoints keep these
-    modes = (["epochs during training"] if epoch_files or snapshots else []) + [
-        k for k, f in CHECKPOINTS.items() if (run.path / f).is_file()
-    ]
+    epoch_files = runs.epoch_checkpoints(run.path)
+    snapshots = runs.epoch_features(run.path)  # runs without epoch checkpoints keep these
+    saved = runs.checkpoints(run.path)
+    modes = (["epochs during training"] if epoch_files or snapshots else []) + list(saved)
     mode = c2.selectbox("Features", modes + ["random init"])
     colour = c3.radio("Colour by", ["class", "video"])
 
@@ -52,13 +45,15 @@ def page() -> None:
         return
     from_features = mode == "epochs during training" and not epoch_files  # the k-NN features kept at the epochs
     if mode == "epochs during training":
-        kept = {int(p.stem.split("_")[1]): p for p in (snapshots if from_features else epoch_files)}
+        kept = snapshots if from_features else epoch_files
         epoch = st.select_slider("Epoch (0: before training)", list(kept), value=max(kept))
     per_video = None if from_features else st.slider("Frames per video", 1, 32, 8)
 
+    from hico.eval.maps import features_key
+
     def maps_of(source: str) -> tuple[dict, str]:
         """The maps of a features file or a checkpoint (``random``: random init), and a key naming them."""
-        key = f"{source}:{Path(source).stat().st_mtime if source != 'random' else 0}:{per_video}"
+        key = features_key(source, per_video)
         if from_features:
             return snapshot_maps(source, key), key
         return checkpoint_maps(source, key, str(data), int(run_size(run.path)), per_video), key
@@ -70,7 +65,7 @@ def page() -> None:
                 if epoch != max(kept):  # on the last epoch's map: the slider moves the points, it does not spin it
                     maps = aligned(maps, maps_of(str(kept[max(kept)]))[0])
             else:
-                maps, key = maps_of("random" if mode == "random init" else str(run.path / CHECKPOINTS[mode]))
+                maps, key = maps_of("random" if mode == "random init" else str(saved[mode]))
         except (ValueError, OSError, zipfile.BadZipFile) as e:  # not a checkpoint, or not one that fits: one line
             st.error(str(e))
             return
@@ -107,31 +102,20 @@ def snapshot_maps(path: str, key: str) -> dict:
 def checkpoint_maps(spec: str, key: str, data: str, size: int, per_video: int) -> dict:
     """Maps of a checkpoint's features on the dataset (``key`` changes when the checkpoint does).
 
-    The features are also kept on disk (:func:`features_file`), and UMAP keeps its own disk cache, so a checkpoint
+    The features are also kept on disk (:func:`hico.eval.maps.features_cache_file`), and UMAP keeps its own disk cache, so a checkpoint
     mapped once maps again in a fraction of a second after the app restarts.
     """
     from hico.eval.features import Features, extract_features, load_model
-    from hico.eval.maps import level_maps
+    from hico.eval.maps import features_cache_file, level_maps
 
     videos = load_dataset(data)
-    path = features_file(key, data, size, per_video, videos)
+    path = features_cache_file(key, data, size, per_video, videos)
     try:
         features = Features.load(path)
     except (OSError, ValueError, zipfile.BadZipFile):  # not there yet, or unreadable: extract again
         features = extract_features(load_model(spec), videos, size=size, per_video=per_video)
         features.save(path)
     return level_maps(features)
-
-
-def features_file(key: str, data: str, size: int, per_video: int, videos) -> Path:
-    """``<hico cache>/app/features/<hash>.npz``: the hash names the checkpoint (``key``: path and mtime), the frame
-    selection, and the dataset (every source file's path, mtime and size, and every video's class and group)."""
-    from hico.data.cache import default_cache_dir, source_key
-
-    files = [f for v in videos.videos for f in v.files]
-    labels = "|".join(f"{v.video_id}:{v.label}:{v.group}" for v in videos.videos)
-    text = f"{key}|{Path(data).resolve()}|{size}|{per_video}|{source_key(files, size)}|{labels}"
-    return default_cache_dir() / "app" / "features" / f"{hashlib.sha1(text.encode()).hexdigest()}.npz"
 
 
 def show(maps: dict, colour: str, data: str, key: str) -> None:

@@ -7,8 +7,6 @@ say how many there were, and how many test videos the pretraining saw without la
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import plotly.graph_objects as go
@@ -27,7 +25,7 @@ def page() -> None:
         st.error(str(e))
         return
     st.caption(f"Evaluation dataset: `{data}` (change it on the Data page)")
-    finished = [r for r in readable_runs(runs.list_runs(runs_root())) if (r.path / "backbone.pt").is_file()]
+    finished = [r for r in readable_runs(runs.list_runs(runs_root())) if "final backbone" in runs.checkpoints(r.path)]
     choices = ["random init"] + [r.name for r in finished]
     backbone = st.selectbox("Backbone", choices, index=1 if finished else 0, help="a finished run's backbone.pt")
     spec = "random" if backbone == "random init" else str(runs_root() / backbone)
@@ -36,7 +34,7 @@ def page() -> None:
     with probe_tab:
         probe_section(spec, str(data), size)
     with finetune_tab:
-        finetune_section(spec, data, size, Path(spec) if spec != "random" else runs_root())
+        finetune_section(spec, data, size)
 
 
 def probe_section(spec: str, data: str, size: int) -> None:
@@ -70,29 +68,21 @@ def run_probe(spec: str, mtime: float, data: str, size: int, folds: int) -> dict
     return probe(feats, folds=folds, backbone=spec, data=data)
 
 
-def finetune_section(spec: str, data: Path, size: int, where: Path) -> None:
-    folder = where / ("finetune" if spec != "random" else "finetune-random")
+def finetune_section(spec: str, data: Path, size: int) -> None:
+    folder = runs.finetune_folder(spec, runs_root())
     c1, c2 = st.columns(2)
     folds = c1.number_input("Folds", 2, 10, 3, key="ft-folds")
     epochs = c2.number_input("Epochs per fold", 1, 100, 3)
     if st.button("Launch fine-tuning", type="primary"):
-        out = runs.reserve_run_dir(folder, "finetune")
-        args = [sys.executable, "-m", "hico.cli", "finetune", "--backbone", spec, "--data", str(data), "--out", str(out),
-                "--folds", str(folds), "--epochs", str(epochs), "--size", str(size), "--no-progress"]  # fmt: skip
-        with open(out.parent / f".{out.name}.log", "w") as log:
-            subprocess.Popen(
-                args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
-            )
+        out, _ = runs.launch_finetune(spec, data, int(folds), int(epochs), size, root=runs_root())
         st.success(f"Fine-tuning in its own process; results will appear below ({out.name}).")
-    results = sorted(folder.glob("*/results.json"))
-    pending = [p for p in folder.glob("*") if p.is_dir() and not (p / "results.json").exists()]
-    for p in pending:
-        log = p.parent / f".{p.name}.log"
-        last = log.read_text(errors="replace").strip().splitlines()[-1:] if log.is_file() else []
-        if last and last[0].startswith("hico: error:"):
-            st.error(f"{p.name}: {last[0]}")
-        else:
-            st.info(f"{p.name}: fine-tuning is going on; reload the page to see its results.")
+    jobs = runs.finetune_jobs(folder)
+    for job in jobs:
+        if job.state in ("failed", "dead"):
+            st.error(f"{job.name}: {job.error}")
+        elif job.state == "running":
+            st.info(f"{job.name}: fine-tuning is going on; reload the page to see its results.")
+    results = [job.path / "results.json" for job in jobs if (job.path / "results.json").is_file()]
     if not results:
         st.caption("No fine-tuning results for this backbone yet.")
         return
@@ -152,5 +142,5 @@ def confusion_figure(cm: list[list[int]], classes: list[str], title: str) -> go.
 
 
 def _mtime(spec: str) -> float:
-    path = Path(spec) / "backbone.pt" if Path(spec).is_dir() else Path(spec)
-    return path.stat().st_mtime if path.exists() else 0.0
+    path = runs.checkpoints(spec).get("final backbone") if Path(spec).is_dir() else Path(spec)
+    return path.stat().st_mtime if path is not None and path.exists() else 0.0

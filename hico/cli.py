@@ -37,16 +37,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not hasattr(args, "func"):
         parser.print_help()
         return 2
+    from hico.runs import record_exit  # a process hico.runs launched records how it ended, for its launcher
+
     try:
-        return args.func(args) or 0
+        return record_exit(args.func(args) or 0)
     except KeyboardInterrupt:
         print("hico: interrupted", file=sys.stderr)
-        return 130
+        return record_exit(130, "hico: interrupted")
     except (UserError, ValueError, FileNotFoundError, FileExistsError, DiskFullError) as e:
         if os.environ.get("HICO_DEBUG"):
             raise
         print(f"hico: error: {e}", file=sys.stderr)
-        return 2
+        return record_exit(2, f"hico: error: {e}")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,8 +1,11 @@
-"""Pretraining runs as other programs see them: list, launch in the background, stop, read their curves.
+"""Runs and jobs as other programs see them: list, launch in the background, stop, read their results.
 
-The app and the notebooks use this module. A launched run is a separate
-``hico pretrain`` process in its own session, so closing the program that launched it never kills it. Its
-console output goes to ``<runs root>/.logs/<run name>.log``.
+The app and the notebooks use this module; it owns every process they start (``hico pretrain`` by :func:`launch`,
+``hico finetune`` by :func:`launch_finetune`) and the layout of the folders those write. A launched job is a
+separate process in its own session, so closing the program that launched it never kills it. For a job writing
+``<folder>/<name>``, its console output goes to ``<folder>/.logs/<name>.log``, its process id to
+``.logs/<name>.pid``, and how it ended to ``.logs/<name>.exit.json`` (``{"exit_code", "error"}``, written by the
+``hico`` command itself, see :func:`record_exit`): a job's state is read from those files, never from its log.
 """
 
 from __future__ import annotations
@@ -16,11 +19,18 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from hico.io import write_json
 from hico.train.rundir import RunFileError, pid_alive, read_config, read_metrics, read_status
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 RUNS_ROOT = PROJECT_ROOT / "runs"
-STARTUP_S = 300  # a launched run that has not written its config.yaml after this long has failed to start
+STARTUP_S = 300  # a launched job whose process id is unknown after this long has failed to start
+STATUS_ENV = "HICO_STATUS_FILE"  # set for a launched process: the file its ``hico`` command records its end in
+CHECKPOINTS = {  # the checkpoints of a run directory that load as a backbone, by the name the app shows
+    "final backbone": "backbone.pt",
+    "best (held-out loss)": "checkpoints/best.pt",
+    "last": "checkpoints/last.pt",
+}
 
 
 def runs_root() -> Path:
@@ -107,32 +117,96 @@ def _unreadable(path: Path, reason: str) -> RunInfo:
 
 def _without_status(path: Path) -> dict:
     """The status of a run that has written config.yaml but not status.json: starting while its process holds the
-    run's lock (``.lock`` holds its id), else failed with its launch log's error line, or dead."""
+    run's lock (``.lock`` holds its id), else failed with the error its command recorded, or dead."""
     try:
         pid = int((path / ".lock").read_text().strip())
     except (OSError, ValueError):
         pid = None
     if pid_alive(pid):
         return {}
-    log = log_path(path)
-    last = log.read_text(errors="replace").strip().splitlines()[-1:] if log.is_file() else []
-    if last and last[0].startswith("hico: error:"):
-        return {"state": "failed", "error": last[0]}
+    ended = _exit_record(path)
+    if ended and ended["exit_code"] != 0:
+        return {"state": "failed", "error": ended["error"]}
     return {"state": "dead", "error": "the process ended before training started, without an error message"}
 
 
 def _launched(path: Path) -> RunInfo | None:
     """A folder reserved by :func:`launch` whose process has not written config.yaml (yet, or ever)."""
+    job = job_status(path)
+    if job is None:
+        return None
+    state = "starting" if job.state == "running" else "failed"
+    error = job.error or ("" if state == "starting" else "the process ended without writing config.yaml")
+    return RunInfo(path=path, method="?", data="", state=state, epoch=0, epochs=0, error=error,
+                   updated=job.updated)  # fmt: skip
+
+
+@dataclass
+class JobStatus:
+    """How a launched process stands, from the files :func:`launch` / :func:`launch_finetune` and its command
+    write beside its folder (``.logs/``), never from its console output."""
+
+    path: Path
+    state: str  # running | finished | failed | dead
+    error: str  # the one-line error of a failed or dead job
+    updated: float
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+
+def job_status(path: str | os.PathLike[str]) -> JobStatus | None:
+    """The :class:`JobStatus` of the job launched to write ``path``; None when no job was launched there.
+
+    ``finished`` / ``failed``: its command ended and recorded its exit code (and error line); ``running`` while its
+    process lives (or, for :data:`STARTUP_S`, while its launcher has not recorded the process id yet); ``dead``
+    when the process is gone without recording how it ended (killed, or crashed outside the ``hico`` command).
+    """
+    path = Path(path)
     log = log_path(path)
     if not log.is_file():
         return None
-    lines = log.read_text(errors="replace").strip().splitlines()
-    age = time.time() - log.stat().st_mtime
-    failed = bool(lines) and lines[-1].startswith("hico: error:") or age > STARTUP_S
-    return RunInfo(
-        path=path, method="?", data="", state="failed" if failed else "starting", epoch=0, epochs=0,
-        error=(lines[-1] if lines else "the process wrote nothing") if failed else "", updated=log.stat().st_mtime,
-    )  # fmt: skip
+    ended = _exit_record(path)
+    if ended is not None:
+        state = "finished" if ended["exit_code"] == 0 else "failed"
+        error = ended["error"] or (f"exit code {ended['exit_code']}" if state == "failed" else "")
+        return JobStatus(path, state, error, exit_path(path).stat().st_mtime)
+    pid_file = log.with_suffix(".pid")
+    try:
+        pid = int(pid_file.read_text().strip())
+    except (OSError, ValueError):
+        pid = None
+    updated = log.stat().st_mtime
+    if pid_alive(pid) or (pid is None and time.time() - updated < STARTUP_S):
+        return JobStatus(path, "running", "", updated)
+    why = "it did not start" if pid is None else "it ended without recording an exit code (killed?)"
+    return JobStatus(path, "dead", f"{why}; its console output is in {log}", updated)
+
+
+def _exit_record(path: Path) -> dict | None:
+    """``.logs/<name>.exit.json`` as {"exit_code": int, "error": str}, or None when absent or unreadable."""
+    try:
+        record = json.loads(exit_path(path).read_text(encoding="utf-8"))
+        return {"exit_code": int(record["exit_code"]), "error": str(record.get("error", ""))}
+    except (OSError, ValueError, TypeError, KeyError):
+        return None
+
+
+def record_exit(code: int, error: str = "") -> int:
+    """Record how a ``hico`` command ended, when it was launched by this module; returns ``code``.
+
+    hico.cli ``main()`` calls this as it returns. When the environment names a file in :data:`STATUS_ENV` (set by
+    :func:`launch` and :func:`launch_finetune`), ``{"exit_code": code, "error": error}`` is written there
+    atomically; otherwise nothing happens.
+    """
+    file = os.environ.get(STATUS_ENV)
+    if file:
+        try:
+            write_json(file, {"exit_code": int(code), "error": error})
+        except OSError:  # a full disk: the job then reads as dead, with its log named
+            pass
+    return code
 
 
 def list_runs(root: str | os.PathLike[str] = RUNS_ROOT) -> list[RunInfo]:
@@ -176,32 +250,121 @@ def launch(
     """
     root = Path(root)
     out = reserve_run_dir(root, Path(config).stem if config else "run")
-    args = [sys.executable, "-m", "hico.cli", "pretrain", "--config", config, "--out", str(out), "--no-progress"]
+    args = ["pretrain", "--config", config, "--out", str(out), "--no-progress"]
     if preset:
         args += ["--preset", preset]
     if data is not None:
         args += ["--data", str(data)]
     for item in overrides:
         args += ["--set", item]
-    log = root / ".logs" / f"{out.name}.log"
+    return out, _start(args, out, env)
+
+
+def finetune_folder(backbone: str, root: str | os.PathLike[str] = RUNS_ROOT) -> Path:
+    """Where the fine-tuning results of ``backbone`` are kept: ``<run>/finetune`` for a run directory,
+    ``<root>/finetune-random`` for ``random`` (random init), ``<folder of the file>/finetune`` for a .pt file."""
+    if backbone == "random":
+        return Path(root) / "finetune-random"
+    path = Path(backbone)
+    return (path if path.is_dir() else path.parent) / "finetune"
+
+
+def launch_finetune(
+    backbone: str,
+    data: str | os.PathLike[str],
+    folds: int,
+    epochs: int,
+    size: int,
+    options: list[str] | tuple[str, ...] = (),
+    root: str | os.PathLike[str] = RUNS_ROOT,
+    env: dict[str, str] | None = None,
+) -> tuple[Path, subprocess.Popen]:
+    """Start ``hico finetune`` in the background, in its own session; returns (output folder, process).
+
+    The output folder is reserved in :func:`finetune_folder` (``root`` only matters for ``random``); its results
+    (``results.json``) are listed by :func:`finetune_jobs`. ``options`` are more ``hico finetune`` flags.
+    """
+    out = reserve_run_dir(finetune_folder(backbone, root), "finetune")
+    args = ["finetune", "--backbone", backbone, "--data", str(data), "--out", str(out), "--folds", str(folds),
+            "--epochs", str(epochs), "--size", str(size), "--no-progress", *options]  # fmt: skip
+    return out, _start(args, out, env)
+
+
+def finetune_jobs(folder: str | os.PathLike[str]) -> list[JobStatus]:
+    """Every fine-tuning output folder in ``folder`` (as :func:`finetune_folder` names it), oldest first: finished
+    when it holds results.json (also when written by ``hico finetune --out`` by hand), else its :func:`job_status`
+    (``dead`` for a folder no launched job owns)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    jobs = []
+    for path in sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        if (path / "results.json").is_file():
+            jobs.append(JobStatus(path, "finished", "", (path / "results.json").stat().st_mtime))
+        else:
+            jobs.append(
+                job_status(path)
+                or JobStatus(path, "dead", "no results.json, and no process was launched here", path.stat().st_mtime)
+            )
+    return jobs
+
+
+def _start(args: list[str], out: Path, env: dict[str, str] | None) -> subprocess.Popen:
+    """Run ``hico ARGS`` writing ``out`` in the background: console output to :func:`log_path`, its process id beside
+    it, and :data:`STATUS_ENV` naming :func:`exit_path` for the command to record its end in."""
+    log = log_path(out)
     log.parent.mkdir(exist_ok=True)
+    exit_path(out).unlink(missing_ok=True)
     with open(log, "w") as f:
         process = subprocess.Popen(
-            args,
+            [sys.executable, "-m", "hico.cli", *args],
             stdout=f,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             start_new_session=True,  # survives the launcher (a Streamlit session, a notebook kernel)
             cwd=PROJECT_ROOT,
-            env={**os.environ, **(env or {})},
+            env={**os.environ, **(env or {}), STATUS_ENV: str(exit_path(out))},
         )
-    return out, process
+    log.with_suffix(".pid").write_text(str(process.pid))
+    return process
 
 
 def log_path(run: str | os.PathLike[str]) -> Path:
-    """Where :func:`launch` sends a run's console output."""
+    """Where :func:`launch` / :func:`launch_finetune` send a job's console output."""
     run = Path(run)
     return run.parent / ".logs" / f"{run.name}.log"
+
+
+def exit_path(run: str | os.PathLike[str]) -> Path:
+    """Where a launched job's command records how it ended (:func:`record_exit`)."""
+    run = Path(run)
+    return run.parent / ".logs" / f"{run.name}.exit.json"
+
+
+def checkpoints(run: str | os.PathLike[str]) -> dict[str, Path]:
+    """The backbone checkpoints a run directory holds, by the names in :data:`CHECKPOINTS`."""
+    run = Path(run)
+    return {name: run / file for name, file in CHECKPOINTS.items() if (run / file).is_file()}
+
+
+def epoch_checkpoints(run: str | os.PathLike[str]) -> dict[int, Path]:
+    """``{epoch: checkpoints/epoch_NNNN.pt}``: the weights a run kept at epochs 0, 1, 2, 4, ... and the last."""
+    return _by_epoch(Path(run) / "checkpoints", "pt")
+
+
+def epoch_features(run: str | os.PathLike[str]) -> dict[int, Path]:
+    """``{epoch: features/epoch_NNNN.npz}``: the k-NN features a run kept at epochs 0, 1, 2, 4, ... and the last."""
+    return _by_epoch(Path(run) / "features", "npz")
+
+
+def _by_epoch(folder: Path, ext: str) -> dict[int, Path]:
+    found = {}
+    for p in sorted(folder.glob(f"epoch_*.{ext}")):
+        try:
+            found[int(p.stem.split("_")[1])] = p
+        except ValueError:  # epoch_x.pt: not one the trainer wrote
+            continue
+    return found
 
 
 def stop(run: str | os.PathLike[str]) -> bool:
@@ -228,7 +391,7 @@ def curves(run: str | os.PathLike[str]) -> dict[str, list[dict]]:
 
 
 def finetune_curve(folder: str | os.PathLike[str]) -> dict | None:
-    """The newest fine-tuning result in ``folder`` (``<folder>/*/results.json``, as the Evaluate page and ``hico
+    """The newest fine-tuning result in ``folder`` (``<folder>/*/results.json``, as :func:`launch_finetune` and ``hico
     finetune --out`` write them) as a convergence curve: ``{"name", "epoch": [1, 2, ...], "accuracy": [...]}``,
     the test accuracy after each epoch over the test frames of all folds pooled. None when there is none."""
     results = sorted(Path(folder).glob("*/results.json"), key=lambda p: p.parent.name)
@@ -250,14 +413,25 @@ def describe(info: RunInfo) -> str:
 
 
 __all__ = [
+    "CHECKPOINTS",
+    "JobStatus",
     "RunFileError",
     "RunInfo",
+    "checkpoints",
     "curves",
     "describe",
+    "epoch_checkpoints",
+    "epoch_features",
+    "exit_path",
     "finetune_curve",
+    "finetune_folder",
+    "finetune_jobs",
+    "job_status",
     "launch",
+    "launch_finetune",
     "list_runs",
     "log_path",
+    "record_exit",
     "reserve_run_dir",
     "run_info",
     "stop",

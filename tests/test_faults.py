@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import multiprocessing as mp
 import os
 import subprocess
@@ -13,7 +14,7 @@ import pytest
 
 from hico.cli import main
 from hico.data.synth import write_dataset
-from hico.runs import list_runs, log_path, run_info
+from hico.runs import exit_path, list_runs, log_path, run_info
 from hico.train.rundir import RunDir, read_status
 
 TINY = [  # seconds per run on a 2-core CPU: no held-out videos, no k-NN, no epoch snapshots
@@ -253,14 +254,14 @@ def test_a_run_folder_with_training_output_is_never_reused(tmp_path):
 
 def test_runs_that_never_wrote_a_status_are_not_starting_forever(tmp_path):
     """A run folder with config.yaml but no status.json is starting only while its process holds the lock;
-    otherwise it failed (with the error line of its launch log) or died."""
+    otherwise it failed (with the error line its command recorded) or died."""
     runs = tmp_path / "runs"
     died = write_setup_leftover(runs / "died")
     (died / ".lock").write_text("999999999")  # a process id that is not running
     failed = write_setup_leftover(runs / "failed")
-    log = log_path(failed)
-    log.parent.mkdir()
-    log.write_text("loading videos\nhico: error: model.num_classes is 3 but /d has 4 classes: pass --set ...\n")
+    exit_path(failed).parent.mkdir()
+    error = "hico: error: model.num_classes is 3 but /d has 4 classes: pass --set ..."
+    exit_path(failed).write_text(json.dumps({"exit_code": 2, "error": error}))  # as hico.cli main() records it
     starting = write_setup_leftover(runs / "starting")
     holder = RunDir(starting)
     holder.acquire()
@@ -283,7 +284,9 @@ def test_train_page_shows_a_run_that_failed_during_setup_as_failed_with_its_erro
     monkeypatch.setenv("HICO_CACHE", str(tmp_path / "cache"))
     failed = write_setup_leftover(runs / "hico-20260101-000000")
     log_path(failed).parent.mkdir()
-    log_path(failed).write_text("hico: error: model.num_classes is 3 but /d has 4 classes\n")
+    log_path(failed).write_text("")
+    error = "hico: error: model.num_classes is 3 but /d has 4 classes"
+    exit_path(failed).write_text(json.dumps({"exit_code": 2, "error": error}))
     at = AppTest.from_function(_train_page, args=(str(app),), default_timeout=120).run()
     assert not at.exception
     rows = [m.value for m in at.markdown if "hico-20260101-000000" in m.value]

@@ -106,3 +106,18 @@ def test_align_map_undoes_a_turn_a_mirror_a_scale_and_a_shift():
     ratio = dist(aligned) / dist(other)
     np.testing.assert_allclose(ratio, ratio[0], rtol=1e-5)
     assert np.linalg.norm(aligned - aligned.mean(0)) == pytest.approx(np.linalg.norm(reference - reference.mean(0)))
+
+
+def test_features_key_changes_when_the_checkpoint_does(tmp_path):
+    import os
+
+    from hico.eval.maps import features_key
+
+    ckpt = tmp_path / "backbone.pt"
+    ckpt.write_text("a")
+    os.utime(ckpt, (1_000_000, 1_000_000))
+    before = features_key(str(ckpt), 8)
+    assert features_key(str(ckpt), 8) == before and features_key(str(ckpt), 4) != before
+    os.utime(ckpt, (2_000_000, 2_000_000))  # rewritten: a new modification time
+    assert features_key(str(ckpt), 8) != before
+    assert features_key("random", 8) == features_key("random", 8)

@@ -7,11 +7,29 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import yaml
 
-from hico.runs import curves, list_runs, log_path, reserve_run_dir, run_info, stop
+from hico.runs import (
+    checkpoints,
+    curves,
+    epoch_checkpoints,
+    epoch_features,
+    exit_path,
+    finetune_curve,
+    finetune_folder,
+    finetune_jobs,
+    job_status,
+    launch,
+    launch_finetune,
+    list_runs,
+    log_path,
+    reserve_run_dir,
+    run_info,
+    stop,
+)
 
 
 def test_reserved_run_directories_are_distinct_even_within_one_second(tmp_path):
@@ -51,11 +69,80 @@ def test_a_launch_that_fails_before_its_config_is_reported_with_its_error(tmp_pa
     log = log_path(run)
     log.parent.mkdir()
     log.write_text("")
+    log.with_suffix(".pid").write_text(str(os.getpid()))  # its process (here: this one) is alive
     assert run_info(run).state == "starting"
-    log.write_text("hico: error: no readable video in /x\n")
+    exit_path(run).write_text(json.dumps({"exit_code": 2, "error": "hico: error: no readable video in /x"}))
     info = run_info(run)
     assert info.state == "failed" and "no readable video" in info.error
     assert [r.name for r in list_runs(tmp_path)] == [run.name]
+
+
+def wait(process, seconds=300):
+    process.wait(timeout=seconds)
+
+
+def test_launched_failures_are_read_from_the_exit_record_not_the_log(tmp_path):
+    """A pretraining and a fine-tuning that fail at once: their state and one-line error come from what the
+    ``hico`` command recorded, and stay when the console log is emptied."""
+    run, process = launch("hico", data=tmp_path / "missing", root=tmp_path / "runs")
+    wait(process)
+    ft, ft_process = launch_finetune("random", tmp_path / "missing", folds=2, epochs=1, size=64, root=tmp_path)
+    wait(ft_process)
+    for path in (run, ft):
+        log_path(path).write_text("hico: error: not this line\n")  # whatever the log says is not read
+    info = run_info(run)
+    assert info.state == "failed" and info.error.startswith("hico: error: ") and "missing" in info.error
+    (job,) = finetune_jobs(finetune_folder("random", tmp_path))
+    assert job.path == ft and job.state == "failed" and "missing" in job.error and "not this" not in job.error
+
+
+def test_a_launched_process_that_dies_without_recording_its_end_is_dead(tmp_path):
+    out = reserve_run_dir(tmp_path / "finetune", "finetune")
+    log_path(out).parent.mkdir()
+    log_path(out).write_text("")
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    log_path(out).with_suffix(".pid").write_text(gone.stdout)
+    (job,) = finetune_jobs(tmp_path / "finetune")
+    assert job.state == "dead" and str(log_path(out)) in job.error
+    assert job_status(tmp_path / "finetune" / "nothing") is None
+
+
+def test_the_app_parses_no_log_text():
+    root = Path(__file__).resolve().parent.parent
+    sources = [root / "hico" / "runs.py", *sorted((root / "app").glob("*.py"))]
+    assert not [p.name for p in sources if "hico: error:" in p.read_text()]
+
+
+def test_launch_finetune_runs_a_tiny_fine_tuning_and_reports_it_finished(tmp_path):
+    from hico.data.synth import write_dataset
+
+    data = write_dataset(tmp_path / "ds", 6, 4, 64, progress=False)
+    folder = finetune_folder("random", tmp_path / "runs")
+    assert folder == tmp_path / "runs" / "finetune-random"
+    out, process = launch_finetune("random", data, folds=2, epochs=1, size=64, options=["--batch-size", "8"],
+                                   root=tmp_path / "runs", env={"HICO_CACHE": str(tmp_path / "cache")})  # fmt: skip
+    assert out.parent == folder and finetune_jobs(folder)[0].state == "running"
+    wait(process)
+    (job,) = finetune_jobs(folder)
+    assert process.returncode == 0 and job.state == "finished" and job.error == "", log_path(out).read_text()[-500:]
+    results = json.loads((out / "results.json").read_text())
+    assert results["config"]["folds"] == 2 and results["config"]["epochs"] == 1
+    assert job_status(out).state == "finished"  # also from the exit record alone
+    assert finetune_curve(folder)["epoch"] == [1]
+
+
+def test_run_directory_layout_is_read_by_epoch(tmp_path):
+    run = tmp_path / "r"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "features").mkdir()
+    for f in ("checkpoints/epoch_0000.pt", "checkpoints/epoch_0002.pt", "checkpoints/epoch_0001.pt",
+              "checkpoints/last.pt", "features/epoch_0004.npz", "backbone.pt"):  # fmt: skip
+        (run / f).write_text("")
+    assert epoch_checkpoints(run) == {e: run / f"checkpoints/epoch_000{e}.pt" for e in (0, 1, 2)}
+    assert list(epoch_checkpoints(run)) == [0, 1, 2]
+    assert epoch_features(run) == {4: run / "features/epoch_0004.npz"}
+    assert checkpoints(run) == {"final backbone": run / "backbone.pt", "last": run / "checkpoints/last.pt"}
+    assert epoch_checkpoints(tmp_path / "none") == {} and checkpoints(tmp_path / "none") == {}
 
 
 def test_curves_split_steps_and_epochs_and_tolerate_a_partial_line(tmp_path):
@@ -75,8 +162,6 @@ def test_list_runs_newest_first(tmp_path):
 
 
 def test_finetune_curve_pools_the_folds_test_frames(tmp_path):
-    from hico.runs import finetune_curve
-
     assert finetune_curve(tmp_path / "none") is None
 
     def history(*acc):

@@ -94,3 +94,26 @@ def level_maps(features: Features, cache_dir=None) -> dict:
         "video_ids": features.frame_video_ids,
         "frame": features.frame,
     }
+
+
+def features_key(source: str, per_video: int | None) -> str:
+    """The key naming the features of ``source`` (a checkpoint or a saved features file; ``random``: random init)
+    for ``per_video`` frames per video: its path and modification time, so it changes when the file does."""
+    from pathlib import Path
+
+    return f"{source}:{Path(source).stat().st_mtime if source != 'random' else 0}:{per_video}"
+
+
+def features_cache_file(key: str, data: str, size: int, per_video: int, videos):
+    """``<hico cache>/app/features/<hash>.npz``, where the app keeps the features it extracted: the hash names the
+    checkpoint (``key``, from :func:`features_key`), the frame selection, and the dataset ``videos`` loaded from
+    ``data`` (every source file's path, mtime and size, and every video's class and group)."""
+    import hashlib
+    from pathlib import Path
+
+    from hico.data.cache import default_cache_dir, source_key
+
+    files = [f for v in videos.videos for f in v.files]
+    labels = "|".join(f"{v.video_id}:{v.label}:{v.group}" for v in videos.videos)
+    text = f"{key}|{Path(data).resolve()}|{size}|{per_video}|{source_key(files, size)}|{labels}"
+    return default_cache_dir() / "app" / "features" / f"{hashlib.sha1(text.encode()).hexdigest()}.npz"
