@@ -1,11 +1,12 @@
 # Two commands do everything: `make run` (the workbench on data_samples/) and `make test` (the whole suite).
+# `make test-fast`: lint and every test not marked slow (no notebooks, browser, workflow runs, kill/resume, torchrun).
 # Both create .venv on first use and reinstall only when requirements.txt or pyproject.toml change.
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lab install browser lint format bench clean
+.PHONY: run test test-fast lab install browser lint format bench clean
 
 run: $(STAMP)
 	$(BIN)/streamlit run app/main.py
@@ -14,6 +15,11 @@ test: $(STAMP) browser
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest
+
+test-fast: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/python -m pytest -m "not slow"
 
 lab: $(STAMP)
 	$(BIN)/jupyter lab notebooks/

@@ -1,7 +1,9 @@
-"""Shared fixtures: tiny media files written on the fly, and the location of the real data."""
+"""Shared fixtures: tiny media files written on the fly, the tiny-run settings, one tiny synthetic set and one
+short demo run for the whole session, and the location of the real data."""
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -9,8 +11,28 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+# One thread per process unless the caller says otherwise: the tests' tensors are tiny, and on a busy 2-core
+# machine torch's second thread waits for a core at every operation (a tiny run took 7x longer with 2 threads under
+# load). Set before torch is imported; subprocesses (the app's runs, the notebooks' kernels) inherit it.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 ROOT = Path(__file__).resolve().parent.parent
 SHARED_DATA = ROOT.parent / "shared" / "data"
+
+TINY_RUN = (
+    "model.init=random",
+    "augment.size=32",
+    "data.working_size=48",
+    "train.batch_size=8",
+    "train.pairs_per_video=2",
+    "train.log_every=1",
+)
+"""Overrides that make a pretraining run on :func:`tiny_data` take seconds on a 2-core CPU; a test adds what it
+checks (epochs, held-out videos, k-NN, checkpoints) after them."""
+
+DEMO_TINY = (*TINY_RUN, "train.epochs=2", "train.knn_frames_per_video=2")
+"""``hico pretrain --preset demo`` on data_samples/ in seconds: 2 epochs (snapshots at epochs 0, 1 and 2), 2 frames
+per video for the k-NN features, and the rest of :data:`TINY_RUN`."""
 
 
 def write_clip(path: Path, frames: np.ndarray, codec: str = "mpeg4", fps: int = 10) -> Path:
@@ -77,6 +99,31 @@ def _keep_main_module() -> Iterator[None]:
     main = sys.modules["__main__"]
     yield
     sys.modules["__main__"] = main
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory) -> Path:
+    """A synthetic set of 3 classes x 6 videos x 4 frames at 48 px, written once per session. Read it only."""
+    from hico.data.synth import write_dataset
+
+    root = tmp_path_factory.mktemp("tiny")
+    return write_dataset(root / "set", videos_per_class=6, n_frames=4, size=48, seed=1, progress=False)
+
+
+@pytest.fixture(scope="session")
+def tiny_runs(tmp_path_factory) -> Path:
+    """A runs folder holding one finished run, ``tiny``: the demo preset with :data:`DEMO_TINY`, pretrained once
+    per session. Read it only: a test that adds to a run copies it into its own ``tmp_path`` first."""
+    from hico.cli import main
+
+    root = tmp_path_factory.mktemp("runs")
+    argv = ["pretrain", "--preset", "demo", "--out", str(root / "tiny"), "--no-progress"]
+    for item in DEMO_TINY:
+        argv += ["--set", item]
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("HICO_CACHE", str(root.parent / "cache"))
+        assert main(argv) == 0
+    return root
 
 
 @pytest.fixture

@@ -140,21 +140,6 @@ def test_train_page_empty_state_launches_the_demo_preset(tmp_path, stop_launched
     assert Path(config["data"]["path"]).resolve() == SAMPLES.resolve()
 
 
-@pytest.fixture(scope="module")
-def tiny_runs(tmp_path_factory) -> Path:
-    """A runs folder holding one short finished demo run on data_samples/."""
-    from hico.cli import main
-
-    root = tmp_path_factory.mktemp("runs")
-    argv = ["pretrain", "--preset", "demo", "--out", str(root / "tiny"), "--no-progress"]
-    for item in ("train.epochs=2", "augment.size=32", "train.pairs_per_video=2", "train.knn_frames_per_video=2"):
-        argv += ["--set", item]
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("HICO_CACHE", str(root.parent / "cache"))
-        assert main(argv) == 0
-    return root
-
-
 def test_curves_page_empty_then_plots_a_run(tiny_runs, monkeypatch):
     at = page("curves_page").run()
     assert "No runs yet" in at.info[0].value
@@ -302,11 +287,15 @@ def test_thumbnails_are_the_frames():
     assert abs(int(img[:, 0].mean()) - 1) <= 4 and abs(int(img[:, -1].mean()) - 252) <= 4  # dark left, light right
 
 
-def test_evaluate_page_probes_and_fine_tunes(tiny_runs, monkeypatch):
-    monkeypatch.setenv("HICO_RUNS", str(tiny_runs))
+def test_evaluate_page_probes_and_fine_tunes(tiny_runs, tmp_path):
+    import shutil
+
+    run = tmp_path / "runs" / "tiny"  # HICO_RUNS: a copy of the session's run, which fine-tuning adds to
+    shutil.copytree(tiny_runs / "tiny", run, ignore=shutil.ignore_patterns("checkpoints"))
     at = page("evaluate_page", timeout=180).run()
     assert not at.exception
     assert at.selectbox[0].value == "tiny"
+    at.select_slider[0].set_value(32)  # px, the run's size (default 64)
     at.button[0].click().run()  # the probe
     assert not at.exception, at.exception
     assert [r for r in at.dataframe[0].value["level"]] == ["local", "medium", "global"]
@@ -314,10 +303,11 @@ def test_evaluate_page_probes_and_fine_tunes(tiny_runs, monkeypatch):
     assert labelled  # the demo preset is HiCo: a softened CE on some videos' labels
     shown = [c.value for c in at.caption]
     assert any(f"label_overlap {len(labelled)} " in c and "pretrained_on_test_videos" in c for c in shown), shown
-    at.number_input[2].set_value(1)  # fine-tuning: 3 folds x 1 epoch
+    at.number_input[1].set_value(2)  # fine-tuning: 2 folds
+    at.number_input[2].set_value(1)  # x 1 epoch
     [b for b in at.button if b.label == "Launch fine-tuning"][0].click().run()
     assert at.success, [e.value for e in at.error]
-    results = tiny_runs / "tiny" / "finetune"
+    results = run / "finetune"
     deadline = time.time() + 300
     while not list(results.glob("*/results.json")) and time.time() < deadline:
         time.sleep(1)
@@ -328,6 +318,7 @@ def test_evaluate_page_probes_and_fine_tunes(tiny_runs, monkeypatch):
     tested = {v for fold in json.loads(path.read_text())["folds"] for v in fold["test_videos"]}
     assert tested and not tested & set(labelled)
     assert any(f"label_overlap {len(labelled)} " in c.value for c in at.caption)  # the fine-tuning's, this time
+    assert any("2 folds × 1 epochs" in m.value for m in at.markdown)
 
 
 def test_curves_page_shows_the_terms_of_each_runs_method(tmp_path):

@@ -21,7 +21,10 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 playwright = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
-pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="no chromium on this machine (apt-get install chromium)")
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(CHROMIUM is None, reason="no chromium on this machine (apt-get install chromium)"),
+]
 
 FIRST_SCREEN = "Sample frames"  # the Data page's counts, class table and frames are up (the pair comes after)
 PAGES = [  # (url path, text that shows the page has rendered its content)
@@ -40,18 +43,10 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    from hico.cli import main
-
+def server(tmp_path_factory, tiny_runs):
     tmp = tmp_path_factory.mktemp("browser")
     env = {**os.environ, "HICO_CACHE": str(tmp / "cache"), "HICO_RUNS": str(tmp / "runs")}
-    argv = ["pretrain", "--preset", "demo", "--out", str(tmp / "runs" / "demo"), "--no-progress"]
-    for item in ("train.epochs=2", "augment.size=32", "train.pairs_per_video=2", "train.knn_frames_per_video=2"):
-        argv += ["--set", item]
-    argv += ["--set", "train.log_every=1"]
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("HICO_CACHE", env["HICO_CACHE"])
-        assert main(argv) == 0
+    shutil.copytree(tiny_runs / "tiny", tmp / "runs" / "demo")  # the session's short demo run (conftest.py)
     port = free_port()
     cmd = [sys.executable, "-m", "streamlit", "run", str(ROOT / "app" / "main.py"), "--server.port", str(port)]
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

@@ -219,6 +219,7 @@ def ranks(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, Any]]:
     return [torch.load(workdir / f"rank{r}.pt", weights_only=False) for r in range(WORLD)]
 
 
+@pytest.mark.slow
 def test_setup_under_torchrun_env(ranks: list[dict[str, Any]]) -> None:
     for r, res in enumerate(ranks):
         assert res["device"] == "cpu"
@@ -227,6 +228,7 @@ def test_setup_under_torchrun_env(ranks: list[dict[str, Any]]) -> None:
         assert res["broadcast"] == {"run": "chosen by rank 0"}
 
 
+@pytest.mark.slow
 def test_gather_with_grad_sums_the_gradients_of_own_rows(ranks: list[dict[str, Any]]) -> None:
     x = _toy_input().requires_grad_()
     _toy_loss(x).backward()  # the 1-process gradient of the same loss on the whole tensor
@@ -237,6 +239,7 @@ def test_gather_with_grad_sums_the_gradients_of_own_rows(ranks: list[dict[str, A
         torch.testing.assert_close(res["toy"]["grad"], WORLD * x.grad[2 * r : 2 * r + 2], **TOL)
 
 
+@pytest.mark.slow
 def test_gather_outputs_and_unequal_sizes(ranks: list[dict[str, Any]]) -> None:
     for res in ranks:
         out = res["outputs"]
@@ -248,6 +251,7 @@ def test_gather_outputs_and_unequal_sizes(ranks: list[dict[str, Any]]) -> None:
         assert "rank 0: (3, 2), rank 1: (4, 2)" in res["unequal"]
 
 
+@pytest.mark.slow
 def test_syncbatchnorm_needs_cuda(ranks: list[dict[str, Any]]) -> None:
     for res in ranks:
         # if torch ever supports it on cpu, maybe_sync_batchnorm may convert on cpu too
@@ -255,6 +259,7 @@ def test_syncbatchnorm_needs_cuda(ranks: list[dict[str, Any]]) -> None:
         assert res["maybe_sync_is_identity"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", list(CASES))
 def test_ddp_matches_one_process(ranks: list[dict[str, Any]], case: str, tmp_path: Path) -> None:
     """Loss and DDP-averaged parameter gradients of 2 ranks x 4 pairs == 1 process x 8 pairs."""

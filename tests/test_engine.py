@@ -7,6 +7,7 @@ import math
 import time
 from pathlib import Path
 
+import pytest
 import torch
 
 from hico.config import load_method
@@ -28,6 +29,7 @@ def test_forward_views_splits_one_forward_into_two_views():
         torch.testing.assert_close(out2[key], ref[key][3:])
 
 
+@pytest.mark.slow  # the paper-size step (a minute under load); `make test` runs it
 def test_full_hico_step_at_batch_32_and_224px_on_cpu():
     """The issue's requirement: HiCoNet + HiCoLoss, 32 pairs (64 images) at 224 px, forward+backward on CPU."""
     torch.manual_seed(0)

@@ -11,29 +11,18 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import TINY_RUN
 
 from hico.cli import main
-from hico.data.synth import write_dataset
 from hico.runs import exit_path, list_runs, log_path, run_info
 from hico.train.rundir import RunDir, read_status
 
-TINY = [  # seconds per run on a 2-core CPU: no held-out videos, no k-NN, no epoch snapshots
-    "model.init=random",
-    "augment.size=32",
-    "data.working_size=48",
+TINY = [  # seconds per run on conftest's tiny_data: no held-out videos, no k-NN, no epoch snapshots
+    *TINY_RUN,
     "train.epochs=1",
-    "train.batch_size=8",
-    "train.pairs_per_video=2",
     "train.holdout=0",
     "train.epoch_checkpoints=false",
-    "train.log_every=1",
 ]
-
-
-@pytest.fixture(scope="module")
-def tiny_data(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("tiny")
-    return write_dataset(root / "set", videos_per_class=6, n_frames=4, size=48, seed=1, progress=False)
 
 
 def pretrain_args(data: Path, out: Path, *overrides: str) -> list[str]:

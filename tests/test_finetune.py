@@ -271,7 +271,7 @@ def test_cli_end_to_end(tiny, tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(ft, "bootstrap_ci", spy)
     out = tmp_path / "run"
     argv = ["finetune", "--backbone", "random", "--data", str(tiny), "--folds", "2", "--epochs", "2"]
-    argv += ["--size", "64", "--batch-size", "8", "--out", str(out), "--no-cache", "--no-progress"]
+    argv += ["--size", "32", "--batch-size", "8", "--out", str(out), "--no-cache", "--no-progress"]
     assert main(argv) == 0
     printed = capsys.readouterr().out
     assert "optimistic" in printed and "honest" in printed and "accuracy [95% CI]" in printed

@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+from conftest import TINY_RUN
 from torch import nn
 
 from hico.config import load_method
@@ -13,6 +14,10 @@ from hico.data.synth import write_dataset
 from hico.losses import MoCoLoss, momentum_update
 from hico.train.rundir import load_checkpoint, read_metrics
 from hico.train.trainer import pretrain
+
+MOCO_TINY = [*TINY_RUN, "train.epochs=2", "train.batch_size=4", "train.pairs_per_video=1", "train.holdout=0",
+             "train.knn_every=0"]  # fmt: skip
+"""2 epochs of 3 steps on the 12 videos below, no held-out videos, no k-NN."""
 
 
 def unit(v):
@@ -98,9 +103,7 @@ def test_bad_moco_settings_are_named():
 def test_mocov2_trains_never_sees_its_positive_in_the_queue_and_saves_its_state(tmp_path, monkeypatch):
     monkeypatch.setenv("HICO_CACHE", str(tmp_path / "cache"))
     data = write_dataset(tmp_path / "set", videos_per_class=4, n_frames=4, size=48, seed=1, progress=False)
-    overrides = ["augment.size=32", "data.working_size=48", "train.epochs=2", "train.batch_size=4",
-                 "train.pairs_per_video=1", "train.holdout=0", "train.knn_every=0", "loss.queue_size=8",
-                 f"data.path={data}"]  # fmt: skip
+    overrides = [*MOCO_TINY, "loss.queue_size=8", f"data.path={data}"]
     seen = []
     forward = MoCoLoss.forward
 
@@ -145,9 +148,8 @@ def test_ucl_cross_video_negative_mixes_the_nearest_queued_keys():
 def test_ucl_trains_with_its_hard_negatives(channels_last, tmp_path, monkeypatch):
     monkeypatch.setenv("HICO_CACHE", str(tmp_path / "cache"))
     data = write_dataset(tmp_path / "set", videos_per_class=4, n_frames=12, size=48, seed=1, progress=False)
-    overrides = ["augment.size=32", "data.working_size=48", "train.epochs=2", "train.batch_size=4",
-                 "train.pairs_per_video=1", "train.holdout=0", "train.knn_every=0", "loss.queue_size=16",
-                 f"train.channels_last={channels_last}", f"data.path={data}"]  # fmt: skip
+    overrides = [*MOCO_TINY, "loss.queue_size=16", "train.epoch_checkpoints=false"]
+    overrides += [f"train.channels_last={channels_last}", f"data.path={data}"]
     seen = []
     forward = MoCoLoss.forward
 
@@ -168,8 +170,8 @@ def test_mocov2_holdout_loss_does_not_depend_on_the_queue(tmp_path, monkeypatch)
 
     monkeypatch.setenv("HICO_CACHE", str(tmp_path / "cache"))
     data = write_dataset(tmp_path / "set", videos_per_class=4, n_frames=4, size=48, seed=1, progress=False)
-    cfg = load_method("mocov2", ["augment.size=32", "data.working_size=48", "train.batch_size=4",
-                                 "train.holdout=0.5", "loss.queue_size=8", f"data.path={data}"])  # fmt: skip
+    cfg = load_method("mocov2", [*TINY_RUN, "train.batch_size=4", "train.holdout=0.5", "loss.queue_size=8",
+                                 f"data.path={data}"])  # fmt: skip
     trainer = Trainer(cfg, RunDir.create(tmp_path / "run", cfg.to_dict()), torch.device("cpu"))
     model = trainer.model.eval()
     before = trainer._holdout_loss(model)

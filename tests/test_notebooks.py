@@ -62,6 +62,7 @@ def _poll_in_slices(monkeypatch):
     monkeypatch.setattr(AsyncZMQSocketChannel, "get_msg", get_msg)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("path", PATHS, ids=lambda p: p.stem)
 def test_notebook_runs_top_to_bottom(path, tmp_path, monkeypatch, capsys, _poll_in_slices):
     from nbclient import NotebookClient

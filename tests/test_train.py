@@ -14,34 +14,23 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from conftest import TINY_RUN
 
 from hico.cli import main
 from hico.config import load_method
-from hico.data.synth import write_dataset
 from hico.train.rundir import read_metrics, read_status
 from hico.train.sampler import EpochBatchSampler
 from hico.train.trainer import NonFiniteLossError, Trainer, _constant_then_cosine, pretrain
 
-TINY = [  # a few seconds per run on a 2-core CPU
-    "model.init=random",
-    "augment.size=32",
-    "data.working_size=48",
+TINY = [  # a few seconds per run on a 2-core CPU, on conftest's tiny_data
+    *TINY_RUN,
     "train.epochs=4",
-    "train.batch_size=8",
-    "train.pairs_per_video=2",
     "train.lr=0.001",
     "train.constant_epochs=1",
-    "train.log_every=1",
     "train.holdout=0.25",
     "train.knn_frames_per_video=2",
     "train.knn_k=3",
 ]
-
-
-@pytest.fixture(scope="module")
-def tiny_data(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("tiny")
-    return write_dataset(root / "set", videos_per_class=6, n_frames=4, size=48, seed=1, progress=False)
 
 
 @pytest.fixture(autouse=True)
@@ -246,6 +235,7 @@ def _interrupted_then_resumed(tiny_data, tmp_path, sig: int) -> Path:
     return out
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL], ids=["ctrl-c", "kill"])
 def test_killed_and_resumed_run_ends_like_an_uninterrupted_one(tiny_data, tmp_path, sig):
     whole = tmp_path / "whole"
@@ -373,6 +363,7 @@ def test_metrics_reader_tolerates_a_line_being_written(tmp_path):
     assert read_metrics(tmp_path) == [{"kind": "step", "step": 1}]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("config", ["hico", "byol"])  # byol: a method with its own trained parameters
 def test_torchrun_two_processes_train_one_run(tiny_data, tmp_path, config):
     """DDP on CPU (gloo) end to end: rank 0 writes the run, both ranks train on halves of the global batch."""

@@ -13,6 +13,8 @@ import pytest
 from hico.cli import SAMPLES, main
 from hico.train.rundir import read_metrics, read_status
 
+pytestmark = pytest.mark.slow  # minutes: the demo preset in full, then one epoch of every method
+
 
 @pytest.fixture(scope="module")
 def demo_run(tmp_path_factory) -> Path:
