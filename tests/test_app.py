@@ -177,7 +177,8 @@ def test_curves_page_compares_fine_tuning_convergence_with_a_random_init(tiny_ru
     assert len(at.get("plotly_chart")) == 5 and any("Figure 1c" in c.value for c in at.caption)
     for spec, out in ((run, run / "finetune" / "ft"), ("random", tmp_path / "runs" / "finetune-random" / "ft")):
         argv = ["finetune", "--backbone", str(spec), "--data", str(SAMPLES), "--out", str(out), "--folds", "2",
-                "--epochs", "2", "--size", "32", "--no-progress"]  # fmt: skip
+                "--epochs", "2", "--size", "32", "--frames-per-video", "4", "--test-frames-per-video", "4",
+                "--no-progress"]  # fmt: skip
         assert main(argv) == 0
     at = page("curves_page").run()
     assert not at.exception
