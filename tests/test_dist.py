@@ -387,6 +387,7 @@ def partly_used() -> dict[str, list[str]]:
     return {name: unused for name, unused in found.items() if unused}
 
 
+@pytest.mark.slow
 def test_methods_with_unused_parts_train_under_two_processes(partly_used, tmp_path):
     """Every shipped method with parts its loss does not use trains 3 steps on 2 gloo processes, and those
     parts keep their initial weights, as in one process (a zero gradient would let Adam's weight decay move

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from conftest import ramp, write_image
+from conftest import TINY_RUN, ramp, write_image
 
 from hico.cli import main
 from hico.data import scan
@@ -143,8 +143,8 @@ def four_classes(root: Path, videos: int = 2, frames: int = 4) -> Path:
     return root
 
 
-TINY = ["model.init=random", "augment.size=32", "data.working_size=32", "train.epochs=1", "train.batch_size=4",
-        "train.holdout=0", "train.knn_every=0", "train.epoch_checkpoints=false", "data.label_rate=0.5"]  # fmt: skip
+TINY = [*TINY_RUN, "data.working_size=32", "train.epochs=1", "train.batch_size=4", "train.holdout=0", "train.knn_every=0",
+        "train.epoch_checkpoints=false", "data.label_rate=0.5"]  # fmt: skip
 
 
 def pretrain_argv(data: Path, out: Path, config: str, extra: tuple[str, ...] = ()) -> list[str]:

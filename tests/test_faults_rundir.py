@@ -15,34 +15,23 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from conftest import TINY_RUN
 
 from hico.cli import main
 from hico.config import ConfigError, load_method
-from hico.data.synth import write_dataset
 from hico.io import DiskFullError, atomic_write
 from hico.runs import RunFileError, curves, list_runs, run_info
 from hico.train.rundir import read_status
 from hico.train.trainer import Trainer, pretrain
 
-TINY = [  # a few seconds per run on a 2-core CPU
-    "model.init=random",
-    "augment.size=32",
-    "data.working_size=48",
+TINY = [  # a few seconds per run on conftest's tiny_data
+    *TINY_RUN,
     "train.epochs=2",
-    "train.batch_size=8",
-    "train.pairs_per_video=2",
-    "train.log_every=1",
     "train.holdout=0.25",
     "train.knn_frames_per_video=2",
     "train.knn_k=3",
 ]
 GARBAGE = bytes(range(128, 256)) * 2  # not UTF-8, not YAML, not JSON
-
-
-@pytest.fixture(scope="module")
-def tiny_data(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("tiny")
-    return write_dataset(root / "set", videos_per_class=6, n_frames=4, size=48, seed=1, progress=False)
 
 
 @pytest.fixture(autouse=True)
