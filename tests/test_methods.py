@@ -6,11 +6,11 @@ from __future__ import annotations
 import math
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from conftest import TINY_RUN
 
 from hico.config import load_method, method_names
 from hico.data.synth import write_dataset
@@ -21,15 +21,15 @@ from hico.train.rundir import RunDir, load_checkpoint, read_metrics, save_checkp
 from hico.train.trainer import Trainer, pretrain
 
 SMALL = ["model.init=random", "augment.size=64", "model.image_size=64", "model.num_classes=3"]  # auto resolved: 3
-TINY = ["model.init=random", "augment.size=32", "data.working_size=48", "train.epochs=2", "train.batch_size=8",
-        "train.pairs_per_video=2", "train.lr=0.001", "train.constant_epochs=1", "train.log_every=1",
-        "train.holdout=0.25", "train.knn_frames_per_video=2", "train.knn_k=3"]  # fmt: skip
-
-
-@pytest.fixture(scope="module")
-def tiny_data(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("tiny")
-    return write_dataset(root / "set", videos_per_class=6, n_frames=4, size=48, seed=1, progress=False)
+TINY = [
+    *TINY_RUN,
+    "train.epochs=2",
+    "train.lr=0.001",
+    "train.constant_epochs=1",
+    "train.holdout=0.25",
+    "train.knn_frames_per_video=2",
+    "train.knn_k=3",
+]  # on conftest's tiny_data
 
 
 @pytest.fixture(autouse=True)
