@@ -413,6 +413,7 @@ def test_methods_with_unused_parts_train_under_two_processes(partly_used, tmp_pa
     assert moved == []
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", list(STEP_CASES))
 def test_train_step_under_ddp_matches_one_process(ranks: list[dict[str, Any]], case: str, tmp_path: Path) -> None:
     """hico.engine.train_step of a method on 2 ranks x 4 pairs == on 1 process x 8 pairs: terms and gradients,
