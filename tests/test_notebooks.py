@@ -1,5 +1,6 @@
-"""The tutorial notebooks: all seven are there, committed without outputs, linked from the README, and each
-runs top to bottom on data_samples/ (its run time is printed)."""
+"""The tutorial notebooks: all seven are there, committed without outputs, linked from the README, self-contained,
+on one colour scale for similarity maps, and each runs top to bottom on data_samples/ (its run time and the bytes
+it wrote are printed; all seven together write at most WRITE_BUDGET_MB)."""
 
 from __future__ import annotations
 
@@ -22,6 +23,18 @@ EXPECTED = [
     "07_embeddings_umap",
 ]
 PATHS = sorted(NOTEBOOKS.glob("*.ipynb"))
+SIMILARITY_MAPS = ["02_infonce", "03_peer_level", "04_cross_level"]  # the notebooks that draw cosine-similarity maps
+WRITE_BUDGET_MB = 200  # what one pass over all notebooks may leave in HICO_RUNS and a shared HICO_CACHE
+WRITTEN: dict[str, tuple[int, int]] = {}  # (runs, cache) bytes each notebook left, by test_notebook_runs_top_to_bottom
+
+
+def _bytes_under(folder):
+    return sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
+
+
+def _sources(path, cell_type=None):
+    nb = nbformat.read(path, as_version=4)
+    return [c.source for c in nb.cells if cell_type is None or c.cell_type == cell_type]
 
 
 def test_the_seven_tutorials_are_there():
@@ -39,6 +52,44 @@ def test_committed_notebook_holds_no_outputs(path):
 @pytest.mark.parametrize("path", PATHS, ids=lambda p: p.stem)
 def test_readme_links_the_notebook(path):
     assert f"notebooks/{path.name}" in (ROOT / "README.md").read_text()
+
+
+@pytest.mark.parametrize("path", PATHS, ids=lambda p: p.stem)
+def test_notebook_is_self_contained(path):
+    for i, text in enumerate(_sources(path)):
+        for outside in ("METHOD.md", "../shared", "shared/docs", "shared/seeds"):
+            assert outside not in text, f"{path.name}: cell {i} points to {outside}; say it or link docs/method.md"
+
+
+def test_method_summary_the_notebooks_link_is_there():
+    linked = {path.name for path in PATHS if any("../docs/method.md" in t for t in _sources(path, "markdown"))}
+    assert linked, "no notebook links docs/method.md"
+    assert (ROOT / "docs" / "method.md").is_file()
+
+
+def test_similarity_scale_puts_red_at_plus_one():
+    """The notebooks' texts say red = similar, blue = opposite; check that against plotly's own colours."""
+    from plotly.colors import get_colorscale, hex_to_rgb, unlabel_rgb
+
+    from hico.plotting import SIMILARITY_SCALE, similarity_coloraxis
+
+    def rgb(colour):
+        return hex_to_rgb(colour) if colour.startswith("#") else unlabel_rgb(colour)
+
+    scale = get_colorscale(SIMILARITY_SCALE)
+    (r_lo, _, b_lo), (r_hi, _, b_hi) = rgb(scale[0][1]), rgb(scale[-1][1])
+    assert r_hi > b_hi and b_lo > r_lo
+    assert similarity_coloraxis()["colorscale"] == SIMILARITY_SCALE
+
+
+@pytest.mark.parametrize("path", PATHS, ids=lambda p: p.stem)
+def test_similarity_maps_use_the_shared_scale(path):
+    code = "\n".join(_sources(path, "code"))
+    assert "RdBu" not in code, f"{path.name}: names a similarity colour scale itself; use hico.plotting's"
+    if path.stem in SIMILARITY_MAPS:
+        assert "SIMILARITY_SCALE" in code or "similarity_coloraxis" in code, (
+            f"{path.name}: draw its similarity maps on hico.plotting's SIMILARITY_SCALE"
+        )
 
 
 @pytest.fixture
@@ -74,7 +125,18 @@ def test_notebook_runs_top_to_bottom(path, tmp_path, monkeypatch, capsys, _poll_
     start = time.perf_counter()
     NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(NOTEBOOKS)}}).execute()
     seconds = time.perf_counter() - start
+    WRITTEN[path.stem] = (_bytes_under(tmp_path / "runs"), _bytes_under(tmp_path / "cache"))
     with capsys.disabled():
-        print(f"\n  {path.name} ran in {seconds:.1f} s", end="")
+        runs_mb, cache_mb = (b / 1e6 for b in WRITTEN[path.stem])
+        print(
+            f"\n  {path.name} ran in {seconds:.1f} s, wrote {runs_mb:.1f} MB of runs, {cache_mb:.1f} MB of cache",
+            end="",
+        )
     errors = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
     assert not errors
+    # The notebooks share one frame cache when run in a row, so it counts once.
+    total = sum(r for r, _ in WRITTEN.values()) + max(c for _, c in WRITTEN.values())
+    assert total <= WRITE_BUDGET_MB * 1e6, (
+        f"the notebooks run so far wrote {total / 1e6:.0f} MB (> {WRITE_BUDGET_MB} MB); runs: "
+        + ", ".join(f"{k} {r / 1e6:.0f} MB" for k, (r, _) in WRITTEN.items())
+    )
