@@ -16,9 +16,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from hico.paths import PROJECT_ROOT
 from hico.train.rundir import RunFileError, pid_alive, read_config, read_metrics, read_status
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
 RUNS_ROOT = PROJECT_ROOT / "runs"
 STARTUP_S = 300  # a launched run that has not written its config.yaml after this long has failed to start
 
