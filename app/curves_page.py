@@ -9,7 +9,7 @@ import streamlit as st
 import yaml
 
 from hico import runs
-from hico.methods import term_names
+from hico.names import term_names
 
 from common import readable_runs, runs_root
 

@@ -246,3 +246,32 @@ def test_one_backbone_loader_takes_a_file_without_config(tmp_path, fpn_in_file):
     assert torch.equal(torch.random.get_rng_state(), before)
     for (k, va), vb in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
         torch.testing.assert_close(va, vb, rtol=0, atol=0, msg=k)
+
+
+def test_shared_names_and_checks_have_one_home():
+    """The level names, the loss terms, the project folder and the 'no readable video' check are each written
+    once: in hico/names.py, hico/paths.py and hico/data/dataset.py."""
+    homes = {"LEVEL_NAMES": None, "EMBEDDING_NAMES": None, "TERMS": "hico.names", "PROJECT_ROOT": "hico.paths"}
+    found = []
+    for name, path in module_files().items():
+        tree = ast.parse(path.read_text(), str(path))
+        for node in tree.body:
+            targets = (
+                node.targets
+                if isinstance(node, ast.Assign)
+                else [node.target]
+                if isinstance(node, ast.AnnAssign)
+                else []
+            )
+            for t in targets:
+                if isinstance(t, ast.Name) and t.id in homes and homes[t.id] != name:
+                    found.append(f"{name} defines {t.id}")
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Tuple) and name != "hico.names":
+                values = [e.value for e in node.elts if isinstance(e, ast.Constant)]
+                if values == ["local", "medium", "global"]:
+                    found.append(f"{name} spells out the level names (line {node.lineno}): use hico.names.LEVELS")
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and "no readable video" in node.value:
+                if name != "hico.data.dataset":
+                    found.append(f"{name} writes the 'no readable video' check (use VideoDataset.require_videos)")
+    assert not found, "\n".join(found)
