@@ -89,14 +89,10 @@ def check_dataset_path(text: str) -> Path:
 @st.cache_resource(show_spinner="Reading the videos (decoded once, then cached)...", max_entries=4)
 def load_dataset(path: str):
     """The dataset at ``path``, every video decoded at :data:`WORKING_SIZE` (cached across reruns and sessions)."""
-    from hico.data import scan
+    from hico.data import load_dataset as read_dataset
     from hico.data.cache import default_cache_dir
 
-    videos = scan(path, size=WORKING_SIZE, cache_dir=default_cache_dir())
-    videos.load_all(progress=False)
-    if not videos.videos:
-        raise ValueError(f"no readable video in {path} ({len(videos.unreadable)} unreadable files)")
-    return videos
+    return read_dataset(path, size=WORKING_SIZE, cache_dir=default_cache_dir(), progress=False)
 
 
 def dataset_path() -> Path:

@@ -10,7 +10,8 @@ import streamlit as st
 import yaml
 
 from hico import runs
-from hico.methods import chance_level, term_names
+from hico.methods import chance_level
+from hico.names import term_names
 
 from common import readable_runs, runs_root
 

@@ -105,15 +105,16 @@ def checkpoint_maps(spec: str, key: str, data: str, size: int, per_video: int) -
     The features are also kept on disk (:func:`hico.eval.maps.features_cache_file`), and UMAP keeps its own disk cache, so a checkpoint
     mapped once maps again in a fraction of a second after the app restarts.
     """
-    from hico.eval.features import Features, extract_features, load_model
+    from hico.eval.features import Features, extract_features
     from hico.eval.maps import features_cache_file, level_maps
+    from hico.models import resolve_backbone
 
     videos = load_dataset(data)
     path = features_cache_file(key, data, size, per_video, videos)
     try:
         features = Features.load(path)
     except (OSError, ValueError, zipfile.BadZipFile):  # not there yet, or unreadable: extract again
-        features = extract_features(load_model(spec), videos, size=size, per_video=per_video)
+        features = extract_features(resolve_backbone(spec, seed=0), videos, size=size, per_video=per_video)
         features.save(path)
     return level_maps(features)
 

@@ -61,10 +61,11 @@ def probe_section(spec: str, data: str, size: int) -> None:
 
 @st.cache_data(max_entries=16, show_spinner=False)
 def run_probe(spec: str, mtime: float, data: str, size: int, folds: int) -> dict:
-    from hico.eval.features import extract_features, load_model
+    from hico.eval.features import extract_features
     from hico.eval.probe import probe
+    from hico.models import resolve_backbone
 
-    feats = extract_features(load_model(spec), load_dataset(data), size=size, per_video=8)
+    feats = extract_features(resolve_backbone(spec, seed=0), load_dataset(data), size=size, per_video=8)
     return probe(feats, folds=folds, backbone=spec, data=data)
 
 

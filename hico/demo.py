@@ -14,6 +14,7 @@ from torchvision.utils import make_grid, save_image
 from hico.data.augment import BatchAugment
 from hico.data.dataset import VideoDataset
 from hico.data.pairs import HiCoPairs, PairDataset, USCLPairs, make_views
+from hico.io import atomic_write
 
 
 def run_demo(videos: VideoDataset, out: Path, rows: int = 6, size: int = 112, seed: int = 0) -> Path:
@@ -32,10 +33,8 @@ def run_demo(videos: VideoDataset, out: Path, rows: int = 6, size: int = 112, se
         v1, v2 = make_views(batch, sampler, augment, gen)
         tiles.append(torch.stack([v1, v2], 1) * augment.cfg.std + augment.cfg.mean)
     grid = torch.cat(tiles, 1).flatten(0, 1).clamp(0, 1)  # (rows * 6, 3, size, size)
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / "pairs.png"
-    save_image(make_grid(grid, nrow=6, padding=2, pad_value=1.0), path)
-    return path
+    image = make_grid(grid, nrow=6, padding=2, pad_value=1.0)
+    return atomic_write(Path(out) / "pairs.png", lambda f: save_image(image, f, format="png"), mode="wb")
 
 
 def pair_images(

@@ -1,12 +1,18 @@
-"""Writing files so that a killed process never leaves a half-written one: temporary file, then rename."""
+"""Writing files so that a killed process never leaves a half-written one: temporary file, then rename.
+
+Every file the package writes goes through :func:`atomic_write` (or :func:`write_json`), and every folder it
+builds as a whole through :func:`atomic_dir`.
+"""
 
 from __future__ import annotations
 
 import errno
 import json
 import os
+import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -75,3 +81,24 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[Any], None], mod
 def write_json(path: str | os.PathLike[str], obj: Any, indent: int | None = 1) -> Path:
     """Write ``obj`` as JSON (and a final newline) to ``path`` atomically; returns the path."""
     return atomic_write(path, lambda f: f.write(json.dumps(obj, indent=indent) + "\n"))
+
+
+@contextmanager
+def atomic_dir(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """Build a folder in a temporary folder beside ``path``, then swap it in for ``path`` (replacing an older one).
+
+    ``with atomic_dir(out) as tmp: ...`` writes into ``tmp``; when the block ends without error, the old ``path``
+    (if any) is removed and ``tmp`` renamed to it, so readers never see a half-built folder under ``path``. On
+    any error the temporary folder is removed and ``path`` is left as it was.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.tmp-"))
+    try:
+        yield tmp
+        if path.exists():
+            shutil.rmtree(path)
+        os.replace(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise

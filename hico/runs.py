@@ -20,9 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hico.io import write_json
+from hico.paths import PROJECT_ROOT
 from hico.train.rundir import RunFileError, pid_alive, read_config, read_metrics, read_status
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
 RUNS_ROOT = PROJECT_ROOT / "runs"
 STARTUP_S = 300  # a launched job whose process id is unknown after this long has failed to start
 STATUS_ENV = "HICO_STATUS_FILE"  # set for a launched process: the file its ``hico`` command records its end in

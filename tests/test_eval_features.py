@@ -12,11 +12,12 @@ import torch
 
 from hico.cli import main
 from hico.data import scan
+from hico.data.augment import AugmentConfig, frames_to_input
 from hico.data.synth import write_dataset
-from hico.eval.features import Features, extract_features, frame_indices, frames_to_input, load_model, pick_frames
+from hico.eval.features import Features, extract_features, frame_indices, pick_frames
 from hico.eval.knn import knn_accuracy, knn_predict, level_knn_accuracy
 from hico.eval.probe import probe
-from hico.models import HiCoNet, ModelConfig
+from hico.models import HiCoNet, ModelConfig, resolve_backbone
 
 # ------------------------------------------------------------------------------------------------------ fixtures
 
@@ -68,16 +69,16 @@ def _features(x: np.ndarray, labels_per_video, frames_per_video: int, videos_per
 def test_frames_to_input_shape_and_normalisation():
     frames = torch.full((3, 40, 40), 128, dtype=torch.uint8)
     expected = (128 / 255 - 0.5) / 0.25
-    for size in (40, 24, 64):  # same, shrink (antialiased), grow
-        x = frames_to_input(frames, size)
+    for size in (40, 24, 64):  # same, shrink, grow
+        x = frames_to_input(frames, AugmentConfig(size=size))
         assert x.shape == (3, 3, size, size) and x.dtype == torch.float32
         assert torch.allclose(x, torch.full_like(x, expected), atol=1e-5)
     ramp = torch.arange(0, 256, 16, dtype=torch.uint8).repeat(2, 16, 1)  # (2, 16, 16)
-    x = frames_to_input(ramp, 16, mean=0.4, std=0.2)
+    x = frames_to_input(ramp, AugmentConfig(size=16, mean=0.4, std=0.2))
     assert torch.equal(x[:, 0], x[:, 2])
     assert torch.allclose(x[:, 1], (ramp.float() / 255 - 0.4) / 0.2, atol=1e-6)
     with pytest.raises(ValueError):
-        frames_to_input(ramp[0], 16)
+        frames_to_input(ramp[0], AugmentConfig(size=16))
 
 
 def test_pick_frames_evenly_spaced_deterministic():
@@ -123,7 +124,7 @@ def test_extract_features_shapes_and_roundtrip(tiny, tmp_path):
     # the pooled maps are the model's own maps, averaged
     frames = torch.from_numpy(np.stack([tiny.frames(int(v))[f] for v, f in picks[:3]]))
     with torch.no_grad():
-        maps = model.eval().forward_maps(frames_to_input(frames, 32))
+        maps = model.eval().forward_maps(frames_to_input(frames, AugmentConfig(size=32)))
     np.testing.assert_allclose(feats.levels["medium"][:3], maps["p4"].mean((2, 3)).numpy(), rtol=1e-4, atol=1e-5)
 
     feats.extra["thumb"] = np.array([f"t/{i}.png" for i in range(24)])
@@ -147,7 +148,7 @@ def test_extract_features_without_fpn_and_heads(tiny, tmp_path):
     assert list(heads.levels) == ["global"] and heads.levels["global"].shape == (12, 256)
     # an exported backbone file gives back the same features
     model.export_backbone(tmp_path / "backbone.pt")
-    again = extract_features(load_model(tmp_path / "backbone.pt"), tiny, size=32, per_video=1)
+    again = extract_features(resolve_backbone(tmp_path / "backbone.pt", seed=0), tiny, size=32, per_video=1)
     for k in feats.levels:
         np.testing.assert_allclose(again.levels[k], feats.levels[k], rtol=1e-5, atol=1e-6)
     with pytest.raises(ValueError, match="source"):

@@ -116,7 +116,7 @@ def test_run_directory_holds_everything(tiny_data, tmp_path):
 
 def test_epoch_checkpoints_kept_at_snapshot_epochs_without_knn_or_holdout(tiny_data, tmp_path):
     """epoch_NNNN.pt of epochs 0 (before training), 1, 2 and 3 (the last), even when evaluate() returns early."""
-    from hico.eval.features import load_model
+    from hico.models import resolve_backbone
 
     extra = ["train.epochs=3", "train.holdout=0", "train.knn_every=0", f"data.path={tiny_data}"]
     root = pretrain(load_method("hico", [*TINY, *extra]), out=tmp_path / "run", progress=False).root
@@ -125,10 +125,10 @@ def test_epoch_checkpoints_kept_at_snapshot_epochs_without_knn_or_holdout(tiny_d
     assert names == ["best.pt", "epoch_0000.pt", "epoch_0001.pt", "epoch_0002.pt", "epoch_0003.pt", "last.pt"]
     weights = {}
     for e in range(4):
-        model = load_model(root / "checkpoints" / f"epoch_{e:04d}.pt")  # backbone.pt's format
+        model = resolve_backbone(root / "checkpoints" / f"epoch_{e:04d}.pt", seed=0)  # backbone.pt's format
         weights[e] = {k: v.clone() for k, v in model.backbone_state_dict().items()}
     assert any(k.startswith("fpn.") for k in weights[0])
-    final = load_model(root)  # backbone.pt: the weights of the last epoch
+    final = resolve_backbone(root, seed=0)  # backbone.pt: the weights of the last epoch
     for k, v in final.backbone_state_dict().items():
         torch.testing.assert_close(weights[3][k], v, rtol=0, atol=0)
     conv = "backbone.conv1.weight"

@@ -40,7 +40,9 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-__all__ = ["AugmentConfig", "AugmentParams", "BatchAugment", "make_generator"]
+from hico.checks import check_int, check_number
+
+__all__ = ["AugmentConfig", "AugmentParams", "BatchAugment", "frames_to_input", "make_generator"]
 
 _TRIES = 10  # candidate boxes per sample, as torchvision's RandomResizedCrop
 # Columns of the one (B, _NCOLS) uniform draw per call (a fixed layout keeps seeds reproducible).
@@ -80,8 +82,7 @@ class AugmentConfig:
     std: float = 0.25
 
     def __post_init__(self) -> None:
-        if isinstance(self.size, bool) or not isinstance(self.size, int) or self.size < 1:
-            raise ValueError(f"size must be a positive int, got {self.size!r}")
+        check_int("size", self.size, 1)
         self.scale = _pair("scale", self.scale)
         self.ratio = _pair("ratio", self.ratio)
         lo, hi = self.scale
@@ -91,29 +92,23 @@ class AugmentConfig:
         if not 0 < lo <= hi:
             raise ValueError(f"ratio must be 0 < lo <= hi, got {self.ratio}")
         for name in ("flip_p", "jitter_p"):
-            v = _number(name, getattr(self, name))
+            v = check_number(name, getattr(self, name))
             if not 0 <= v <= 1:
                 raise ValueError(f"{name} must be in [0, 1], got {v}")
         for name in ("brightness", "contrast", "saturation"):
-            if _number(name, getattr(self, name)) < 0:
+            if check_number(name, getattr(self, name)) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
-        if not 0 <= _number("hue", self.hue) <= 0.5:
+        if not 0 <= check_number("hue", self.hue) <= 0.5:
             raise ValueError(f"hue must be in [0, 0.5], got {self.hue}")
-        _number("mean", self.mean)
-        if not _number("std", self.std) > 0:
+        check_number("mean", self.mean)
+        if not check_number("std", self.std) > 0:
             raise ValueError(f"std must be > 0, got {self.std}")
-
-
-def _number(name: str, v: object) -> float:
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-        raise ValueError(f"{name} must be a finite number, got {v!r}")
-    return float(v)
 
 
 def _pair(name: str, v: object) -> tuple[float, float]:
     if not isinstance(v, (tuple, list)) or len(v) != 2:
         raise ValueError(f"{name} must be a pair (lo, hi), got {v!r}")
-    return (_number(name, v[0]), _number(name, v[1]))
+    return (check_number(name, v[0]), check_number(name, v[1]))
 
 
 class AugmentParams(NamedTuple):
@@ -319,6 +314,26 @@ class BatchAugment(torch.nn.Module):
         if memory_format is not None:
             img = img.contiguous(memory_format=memory_format)
         return img
+
+
+def frames_to_input(frames: Tensor, cfg: AugmentConfig) -> Tensor:
+    """Frames -> model input without augmentation: the whole frame resized to ``cfg.size`` and normalised.
+
+    The one frame-to-input path of evaluation (features, k-NN, fine-tuning's test inputs): the training
+    augmentation :class:`BatchAugment` ``(cfg)`` with identity parameters (:meth:`AugmentParams.identity`), so
+    the bilinear resampling (no antialias) and ``(x / 255 - cfg.mean) / cfg.std`` are exactly the training
+    ones, and evaluation inputs differ from training views only by the random crop, flip and jitter.
+
+    Args:
+        frames: (B, H, W) grey (or (B, 1 | 3, H, W)), uint8 in [0, 255] or floating in [0, 1], on any device.
+        cfg: the augmentation configuration (its ``size``, ``mean`` and ``std`` are used).
+
+    Returns:
+        (B, 3, size, size) float32, contiguous, on the frames' device.
+    """
+    x = _as_bchw(frames)
+    params = AugmentParams.identity(x.shape[0], x.shape[2], x.shape[3], x.device)
+    return BatchAugment(cfg).apply_params(x, params, memory_format=torch.contiguous_format)
 
 
 def _as_bchw(frames: Tensor) -> Tensor:

@@ -30,12 +30,13 @@ import numpy as np
 
 from hico.data.cache import FrameCache
 from hico.data.decode import DecodeError, is_image, is_video, natural_key
+from hico.errors import UserError
 
 UNLABELLED = "unlabelled"
 INDEX_FILE = "index.csv"
 
 
-class DatasetError(ValueError):
+class DatasetError(UserError):
     """The dataset cannot be used as given (missing folder, empty, malformed index). One-line message."""
 
 
@@ -134,6 +135,14 @@ class VideoDataset:
             s for v, err in zip(self.videos, results, strict=True) if err is None for s in self.cache.skipped(v.files)
         ]
         self.videos = [v for v, err in zip(self.videos, results, strict=True) if err is None]
+        return self
+
+    def require_videos(self) -> VideoDataset:
+        """Self, when at least one video is left; else :class:`DatasetError` "no readable video in ROOT (N
+        unreadable; first: REASON)". Call it after :meth:`load_all`. Returns self."""
+        if not self.videos:
+            first = self.unreadable[0][1] if self.unreadable else ""
+            raise DatasetError(f"no readable video in {self.root} ({len(self.unreadable)} unreadable; first: {first})")
         return self
 
     def subset(self, indices: Iterable[int]) -> VideoDataset:
@@ -280,3 +289,24 @@ def _from_index(root: Path, index_path: Path) -> tuple[list[Video], list[tuple[P
         group = vrows[0].get(group_col) or video_id
         videos.append(Video(video_id=video_id, label=labels.pop(), group=group, files=files))
     return videos, missing, refused
+
+
+def load_dataset(
+    root: str | Path,
+    size: int = 256,
+    cache_dir: str | Path | None = None,
+    classes: Sequence[str] | None = None,
+    progress: bool = True,
+) -> VideoDataset:
+    """:func:`scan` ``root``, keep the named ``classes`` (None: all), decode every video at ``size``, and check
+    that one is left (:meth:`VideoDataset.require_videos`): what every command and page that reads a dataset does.
+
+    ``cache_dir``: the frame cache folder (None: decode in memory only, write nothing).
+
+    Raises:
+        DatasetError: the folder is missing or empty, a class is unknown, or no video is readable.
+    """
+    videos = scan(root, size=size, cache_dir=cache_dir)
+    if classes:
+        videos = videos.with_classes(classes)
+    return videos.load_all(progress=progress).require_videos()

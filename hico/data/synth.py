@@ -27,13 +27,13 @@ from __future__ import annotations
 
 import csv
 import math
-import os
 import re
-import shutil
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
+
+from hico.io import atomic_dir, atomic_write
 
 CLASSES = ("covid", "pneumonia", "regular")
 
@@ -437,15 +437,11 @@ def write_dataset(
             raise ValueError(
                 f"{out} exists and is not empty: choose another folder, or replace it (--overwrite, overwrite=True)"
             )
-    tmp = out.parent / f"{out.name}.tmp-{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
     jobs = [(ci, c, i) for ci, c in enumerate(CLASSES) for i in range(videos_per_class)]
     width = max(2, len(str(videos_per_class - 1)))
     pwidth = max(2, len(str((videos_per_class - 1) // videos_per_patient)))
     rows: list[tuple[str, str, str, str]] = []
-    try:
+    with atomic_dir(out) as tmp:
         bar = None
         if progress:
             from tqdm import tqdm
@@ -469,12 +465,6 @@ def write_dataset(
             writer.writerow(_INDEX_COLUMNS)
             writer.writerows(rows)
         (tmp / "README.md").write_text(_readme(videos_per_class, n_frames, size, seed, videos_per_patient))
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out
 
 
@@ -535,6 +525,4 @@ def preview(root: str | Path, out_png: str | Path, per_class: int = 4, frames: t
             x0 = label_w + v * (n_cols * (tile + gap) - gap + vgap)
             for k, im in enumerate(ims):
                 canvas.paste(im.resize((tile, tile)) if im.size != (tile, tile) else im, (x0 + k * (tile + gap), y))
-    out_png = Path(out_png)
-    out_png.parent.mkdir(parents=True, exist_ok=True)
-    canvas.save(out_png, optimize=True)
+    atomic_write(out_png, lambda f: canvas.save(f, format="PNG", optimize=True), mode="wb")

@@ -17,8 +17,8 @@ Example::
 
 from __future__ import annotations
 
-import argparse
 import contextlib
+import dataclasses
 import json
 import os
 from collections.abc import Iterator
@@ -27,38 +27,17 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import nn
 
-from hico.data.dataset import VideoDataset
-from hico.dist import resolve_device
+from hico.data.augment import AugmentConfig, frames_to_input
+from hico.data.cache import default_cache_dir
+from hico.data.dataset import VideoDataset, load_dataset
 from hico.io import atomic_write
-
-LEVEL_NAMES = ("local", "medium", "global")
-"""Names of the three feature levels, finest first."""
-
-NO_FPN_LEVELS = ("c2", "c4", "c5")
-"""Backbone stages standing in for the pyramid levels of a model without FPN (64 / 256 / 512 channels)."""
+from hico.names import LEVELS, NO_FPN_MAPS
 
 _FORMAT = "hico-features"
 _VERSION = 1
 _FIXED_KEYS = ("labels", "video", "frame", "groups", "classes", "video_ids", "meta")
-
-
-def frames_to_input(frames: Tensor, size: int, mean: float = 0.5, std: float = 0.25) -> Tensor:
-    """Grey uint8 frames (B, H, W) -> normalised model input (B, 3, size, size) float32 on the same device.
-
-    Bilinear resize (antialiased when a side shrinks), ``(x / 255 - mean) / std`` (the training normalisation,
-    :class:`hico.data.augment.AugmentConfig`), grey copied to 3 channels.
-    """
-    if frames.ndim != 3:
-        raise ValueError(f"frames must be (B, H, W), got shape {tuple(frames.shape)}")
-    x = frames.unsqueeze(1).to(torch.float32)
-    h, w = x.shape[-2:]
-    if (h, w) != (size, size):
-        x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=size < max(h, w))
-    x = x * (1.0 / (255.0 * std)) - mean / std
-    return x.expand(-1, 3, -1, -1).contiguous()
 
 
 def frame_indices(n_frames: int, per_video: int | None) -> np.ndarray:
@@ -196,10 +175,10 @@ def level_sources(model: nn.Module, source: str = "maps") -> dict[str, str]:
     model = unwrap(model)
     cfg = model.config
     if source == "maps":
-        keys = cfg.levels if cfg.fpn else NO_FPN_LEVELS
-        return dict(zip(LEVEL_NAMES, keys, strict=True))
+        keys = cfg.levels if cfg.fpn else NO_FPN_MAPS
+        return dict(zip(LEVELS, keys, strict=True))
     if source == "heads":
-        return {name: name for name in LEVEL_NAMES if name in model.heads}
+        return {name: name for name in LEVELS if name in model.heads}
     raise ValueError(f"source must be 'maps' or 'heads', got {source!r}")
 
 
@@ -233,6 +212,7 @@ def extract_features(
     device: str | torch.device = "cpu",
     source: str = "maps",
     progress: bool = False,
+    augment: AugmentConfig | None = None,
 ) -> Features:
     """Features of :func:`pick_frames` frames at the three levels, (F, D) float32 each.
 
@@ -248,6 +228,9 @@ def extract_features(
             64/256/512-d, without FPN); ``"heads"``: the projection heads' embeddings (only ``"global"``
             without FPN).
         progress: show a tqdm bar.
+        augment: the resampling and normalisation of the inputs (:func:`hico.data.augment.frames_to_input`,
+            with ``size``); default :class:`~hico.data.augment.AugmentConfig`'s (mean 0.5, std 0.25): pass the
+            training run's ``augment`` section to see frames exactly as its training views were normalised.
     """
     from tqdm.auto import tqdm
 
@@ -259,6 +242,7 @@ def extract_features(
     sources = level_sources(net, source)
     device = torch.device(device)
     picks = pick_frames(videos, per_video)
+    to_input = dataclasses.replace(augment or AugmentConfig(), size=size)
     was_training = net.training
     net.to(device).eval()
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
@@ -271,7 +255,7 @@ def extract_features(
         ):
             for batch in _frame_batches(videos, picks, batch_size):
                 frames = torch.from_numpy(batch).to(device, non_blocking=True)
-                x = frames_to_input(frames, size)
+                x = frames_to_input(frames, to_input)
                 if source == "maps":
                     maps = net.forward_maps(x)
                     pooled = {name: maps[key].float().mean(dim=(2, 3)) for name, key in sources.items()}
@@ -311,37 +295,7 @@ def _output_dims(net: nn.Module, sources: dict[str, str], source: str) -> dict[s
     return {name: STAGE_CHANNELS.get(key, cfg.fpn_channels) for name, key in sources.items()}
 
 
-# ------------------------------------------------------------------------------------------- command-line helpers
-
-
-def load_model(spec: str | os.PathLike[str], seed: int = 0) -> nn.Module:
-    """The :class:`~hico.models.HiCoNet` named by ``--backbone``: a run folder, a file, ``random``, ``imagenet``.
-
-    The model is built under ``torch.manual_seed(seed)`` (the global RNG state is left as it was), so that
-    ``random`` is the same network on every run and its features (and their UMAP cache entries) repeat.
-    A weights file without a stored config (e.g. a torchvision ResNet-18 state dict) builds the architecture
-    it fits: with the FPN when the file has FPN weights, a plain ResNet otherwise.
-
-    Raises:
-        FileNotFoundError: the path does not exist (one line, from :func:`hico.models.resolve_backbone`).
-        ValueError: the file cannot be read or does not fit, or ImageNet weights are unavailable offline.
-    """
-    from hico.models import CheckpointMismatchError, ModelConfig, WeightsUnavailableError, resolve_backbone
-    from hico.models.checkpoint import read_backbone_file
-    from hico.models.resolve import backbone_file
-
-    try:
-        if str(spec) in ("random", "imagenet"):
-            path, config = str(spec), None
-        else:
-            path = backbone_file(spec)
-            state, stored = read_backbone_file(path)
-            config = None if stored is not None else ModelConfig(fpn=any(k.startswith("fpn.") for k in state))
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            return resolve_backbone(path, config)
-    except (CheckpointMismatchError, WeightsUnavailableError) as err:
-        raise ValueError(str(err)) from err
+# ------------------------------------------------------------------------------------------------------ data
 
 
 def load_videos(
@@ -360,86 +314,6 @@ def load_videos(
     Raises:
         ValueError: the folder is missing or empty, no video is readable, or a class is unknown.
     """
-    from hico.data import scan
-    from hico.data.cache import default_cache_dir
-
     if size < 32:
-        raise ValueError(f"--size must be at least 32 px, got {size}")
-    cache = None if no_cache else (cache_dir or default_cache_dir())
-    videos = scan(path, size=max(size, 64), cache_dir=cache)
-    if classes:
-        videos = videos.with_classes(classes)
-    videos.load_all(progress=progress)
-    if not len(videos):
-        first = videos.unreadable[0][1] if videos.unreadable else ""
-        raise ValueError(f"no readable video in {path} ({len(videos.unreadable)} unreadable; first: {first})")
-    return videos
-
-
-def add_common_arguments(parser) -> None:
-    """The options ``hico probe`` and ``hico embed`` share: backbone, data, classes, size, frames, device."""
-    parser.add_argument(
-        "--backbone", required=True, help="run directory, backbone/checkpoint .pt file, 'random' or 'imagenet'"
-    )
-    parser.add_argument("--data", type=Path, required=True, help="dataset root folder")
-    parser.add_argument(
-        "--classes", nargs="+", default=None, metavar="CLASS", help="keep these classes only (default: all)"
-    )
-    parser.add_argument("--size", type=int, default=224, help="input side in pixels (default 224)")
-    parser.add_argument(
-        "--frames-per-video",
-        type=frames_arg,
-        default=8,
-        metavar="N",
-        help="evenly spaced frames per video; 'all' or 0 for every frame (default 8)",
-    )
-    parser.add_argument(
-        "--source",
-        choices=("maps", "heads"),
-        default="maps",
-        help="pooled backbone/FPN maps (default; what pretraining keeps) or projection-head embeddings",
-    )
-    parser.add_argument("--batch-size", type=int, default=64, help="frames per forward pass (default 64)")
-    parser.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda, cuda:1, ...")
-    parser.add_argument("--cache-dir", type=Path, default=None, help="frame cache folder (default: ~/.cache/hico)")
-    parser.add_argument("--no-cache", action="store_true", help="decode in memory only, write no cache")
-
-
-def frames_arg(text: str) -> int | None:
-    """argparse type of a frames-per-video option: a positive int, or ``all`` / ``0`` (None: every frame)."""
-    if text.lower() in ("all", "0"):
-        return None
-    try:
-        n = int(text)
-    except ValueError:
-        n = -1
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive number of frames or 'all', got {text!r}")
-    return n
-
-
-def features_from_args(args) -> tuple[Features, VideoDataset, dict]:
-    """Load the backbone and the data named on the command line and extract features.
-
-    Returns the features, the loaded videos and the timings (``load_s``, ``features_s``, ``device``).
-    """
-    import time
-
-    device = resolve_device(args.device)
-    model = load_model(args.backbone)  # before decoding: a wrong --backbone fails at once
-    t0 = time.perf_counter()
-    videos = load_videos(args.data, args.size, args.classes, args.cache_dir, args.no_cache)
-    t1 = time.perf_counter()
-    feats = extract_features(
-        model,
-        videos,
-        size=args.size,
-        per_video=args.frames_per_video,
-        batch_size=args.batch_size,
-        device=device,
-        source=args.source,
-        progress=True,
-    )
-    t2 = time.perf_counter()
-    feats.meta.update(backbone=str(args.backbone), data=str(args.data))
-    return feats, videos, {"load_s": t1 - t0, "features_s": t2 - t1, "device": str(device)}
+        raise ValueError(f"the input size must be at least 32 px, got {size}")
+    return load_dataset(path, max(size, 64), None if no_cache else cache_dir or default_cache_dir(), classes, progress)

@@ -55,15 +55,11 @@ treat two videos of one patient as independent and make the interval too narrow.
 
 from __future__ import annotations
 
-import argparse
 import copy
 import dataclasses
-import math
 import time
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -71,18 +67,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from hico.data.augment import AugmentParams, BatchAugment, make_generator
+from hico.data.augment import BatchAugment, frames_to_input, make_generator
 from hico.data.dataset import VideoDataset
 from hico.data.splits import holdout_split, kfold_splits
 from hico.dist import resolve_device
-from hico.eval.features import frame_indices, frames_arg
+from hico.eval.features import frame_indices
+from hico.eval.finetune_config import TRAINABLE, FinetuneConfig
 from hico.eval.leakage import guard, overlap_line
 from hico.eval.metrics import bootstrap_ci, classification_report, confusion, video_vote
-from hico.io import write_json
 from hico.models.backbone import STAGE_CHANNELS, ResNetTrunk
-
-TRAINABLE = ("last_block", "head", "layer4", "all")
-"""The ``trainable`` modes, the default first."""
 
 _FIRST_TRAINABLE_STAGE = {"all": 0, "layer4": 4, "last_block": 5, "head": 6}
 """Index, in :meth:`FinetuneNet.stages`, of the first trained stage (stem, layer1..3, layer4[0], layer4[1])."""
@@ -124,87 +117,6 @@ EVAL_CACHE_BYTES = 2 * 1024**3
 
 EVAL_BATCH = 128
 """Frames per forward pass in evaluation."""
-
-
-# ---------------------------------------------------------------------------------------------------- config
-
-
-@dataclass
-class FinetuneConfig:
-    """Settings of :func:`finetune` (see the module docstring for what they do).
-
-    folds: number of cross-validation folds (grouped by patient, stratified by class), >= 2.
-    epochs: training epochs per fold (>= 1).
-    batch_size: training batch size (>= 2: trained BatchNorm layers need more than one sample).
-    lr, weight_decay: Adam learning rate (> 0) and L2 weight decay (>= 0); cosine decay over all steps.
-    trainable: one of :data:`TRAINABLE`.
-    size: input side in pixels (>= 32).
-    frames_per_video: evenly spaced frames per training video, or None for all.
-    test_frames_per_video: evenly spaced frames per test / inner-validation video, or None for all.
-    seed: seeds the folds, the inner split, the head's init, the batch order and the augmentation.
-    device: ``"auto"`` (CUDA when available, else CPU), ``"cpu"``, ``"cuda"``, ``"cuda:N"``.
-    classes: the classes to keep (others are dropped), or None for all of the dataset's.
-    val_fraction: fraction of each fold's training videos held out as inner validation, in (0, 1).
-    bootstrap: bootstrap replicates of the accuracy interval (>= 1).
-    """
-
-    folds: int = 5
-    epochs: int = 30
-    batch_size: int = 32
-    lr: float = 0.01
-    weight_decay: float = 1e-4
-    trainable: str = "last_block"
-    size: int = 224
-    frames_per_video: int | None = 16
-    test_frames_per_video: int | None = None
-    seed: int = 0
-    device: str = "auto"
-    classes: list[str] | None = None
-    val_fraction: float = 0.2
-    bootstrap: int = 1000
-
-    def __post_init__(self) -> None:
-        _check_int("folds", self.folds, 2)
-        _check_int("epochs", self.epochs, 1)
-        _check_int("batch_size", self.batch_size, 2)
-        _check_int("size", self.size, 32)
-        _check_int("seed", self.seed, 0)
-        _check_int("bootstrap", self.bootstrap, 1)
-        for name in ("frames_per_video", "test_frames_per_video"):
-            if getattr(self, name) is not None:
-                _check_int(name, getattr(self, name), 1, extra=" or None (all frames)")
-        if not _is_number(self.lr) or not self.lr > 0:
-            raise ValueError(f"FinetuneConfig.lr must be a finite number > 0, got {self.lr!r}")
-        if not _is_number(self.weight_decay) or self.weight_decay < 0:
-            raise ValueError(f"FinetuneConfig.weight_decay must be a finite number >= 0, got {self.weight_decay!r}")
-        if not _is_number(self.val_fraction) or not 0 < self.val_fraction < 1:
-            raise ValueError(f"FinetuneConfig.val_fraction must be in (0, 1), got {self.val_fraction!r}")
-        if self.trainable not in TRAINABLE:
-            raise ValueError(f"FinetuneConfig.trainable must be one of {', '.join(TRAINABLE)}, got {self.trainable!r}")
-        if not isinstance(self.device, str):
-            raise ValueError(f"FinetuneConfig.device must be a string such as auto, cpu, cuda, got {self.device!r}")
-        if self.device != "auto":
-            try:
-                torch.device(self.device)
-            except (RuntimeError, ValueError):
-                raise ValueError(
-                    f"FinetuneConfig.device must be auto, cpu, cuda or cuda:N, got {self.device!r}"
-                ) from None
-        if self.classes is not None:
-            if isinstance(self.classes, str) or not all(isinstance(c, str) for c in self.classes):
-                raise ValueError(f"FinetuneConfig.classes must be a list of class names, got {self.classes!r}")
-            self.classes = list(self.classes)
-            if len(set(self.classes)) != len(self.classes) or len(self.classes) < 2:
-                raise ValueError(f"FinetuneConfig.classes must name at least 2 distinct classes, got {self.classes}")
-
-
-def _is_number(v: object) -> bool:
-    return not isinstance(v, bool) and isinstance(v, (int, float)) and math.isfinite(v)
-
-
-def _check_int(name: str, v: object, minimum: int, extra: str = "") -> None:
-    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < minimum:
-        raise ValueError(f"FinetuneConfig.{name} must be an int >= {minimum}{extra}, got {v!r}")
 
 
 # ----------------------------------------------------------------------------------------------------- model
@@ -283,16 +195,6 @@ class FinetuneNet(nn.Module):
 def make_augment(size: int) -> BatchAugment:
     """The training augmentation at ``size`` px (:data:`AUGMENT`)."""
     return BatchAugment(size=size, **AUGMENT)
-
-
-def _to_input(frames: Tensor, augment: BatchAugment) -> Tensor:
-    """(B, H, W) uint8 frames -> (B, 3, size, size) float32: whole-frame resize and normalisation only.
-
-    The same bilinear resampling and normalisation as the training augmentation, with identity parameters.
-    """
-    b, h, w = frames.shape[0], frames.shape[-2], frames.shape[-1]
-    params = AugmentParams.identity(b, h, w, frames.device)
-    return augment.apply_params(frames, params, memory_format=torch.contiguous_format)
 
 
 def _batches(order: np.ndarray, batch_size: int) -> list[np.ndarray]:
@@ -376,7 +278,7 @@ class EvalSet:
                 if self._features is not None:
                     logits = model.suffix(self._features[start : start + EVAL_BATCH])
                 else:
-                    x = _to_input(self.frames[start : start + EVAL_BATCH].to(device), augment)
+                    x = frames_to_input(self.frames[start : start + EVAL_BATCH].to(device), augment.cfg)
                     logits = model(x)
                 out.append(logits.float().cpu())
         return torch.cat(out) if out else torch.zeros(0, model.head.out_features)
@@ -385,7 +287,7 @@ class EvalSet:
         parts: list[Tensor] = []
         used = 0
         for start in range(0, len(self), EVAL_BATCH):
-            h = model.prefix(_to_input(self.frames[start : start + EVAL_BATCH].to(device), augment))
+            h = model.prefix(frames_to_input(self.frames[start : start + EVAL_BATCH].to(device), augment.cfg))
             used += h.numel() * h.element_size()
             if used * len(self) / (start + len(h)) > EVAL_CACHE_BYTES:  # projected size of the whole cache
                 self._cacheable = False
@@ -680,93 +582,3 @@ def format_results(results: dict) -> str:
         "it is biased upwards. Quote the honest rows."
     )
     return "\n".join(lines)
-
-
-# ------------------------------------------------------------------------------------------------------- CLI
-
-
-def register(sub: argparse._SubParsersAction) -> None:
-    """Add ``hico finetune`` to the ``hico`` sub-command parsers."""
-    d = FinetuneConfig()
-    p = sub.add_parser(
-        "finetune",
-        help="fine-tune a backbone k-fold by patient; honest and optimistic (best-test-epoch) metrics",
-        description="Fine-tune a pretrained backbone on a labelled video set, k-fold cross-validation grouped by "
-        "patient. Reports three protocols from one run per fold: the final epoch (honest), the epoch chosen on an "
-        "inner validation split (honest), and the epoch with the best test accuracy (the authors' protocol: "
-        "optimistic). Writes OUT/results.json and prints a table.",
-    )
-    p.add_argument("--backbone", required=True, help="RUNDIR, a backbone / checkpoint .pt file, random or imagenet")
-    p.add_argument("--data", type=Path, required=True, help="dataset root folder")
-    p.add_argument("--out", type=Path, required=True, help="output folder (results.json)")
-    p.add_argument("--folds", type=int, default=d.folds, help=f"cross-validation folds (default {d.folds})")
-    p.add_argument("--epochs", type=int, default=d.epochs, help=f"epochs per fold (default {d.epochs})")
-    p.add_argument("--trainable", choices=TRAINABLE, default=d.trainable, help="what is trained (default last_block)")
-    p.add_argument("--size", type=int, default=d.size, help=f"input size in pixels (default {d.size})")
-    p.add_argument("--batch-size", type=int, default=d.batch_size, help=f"default {d.batch_size}")
-    p.add_argument("--lr", type=float, default=d.lr, help=f"Adam learning rate (default {d.lr})")
-    p.add_argument("--weight-decay", type=float, default=d.weight_decay, help=f"default {d.weight_decay}")
-    p.add_argument(
-        "--frames-per-video",
-        type=frames_arg,
-        default=d.frames_per_video,
-        help=f"evenly spaced frames per training video, or 'all' (default {d.frames_per_video})",
-    )
-    p.add_argument(
-        "--test-frames-per-video",
-        type=frames_arg,
-        default=d.test_frames_per_video,
-        help="evenly spaced frames per test / inner-validation video, or 'all' (default all)",
-    )
-    p.add_argument("--val-fraction", type=float, default=d.val_fraction, help="inner validation share (default 0.2)")
-    p.add_argument("--classes", nargs="+", default=None, help="classes to keep (default: all)")
-    p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument("--device", default=d.device, help="auto (default), cpu, cuda, cuda:N")
-    p.add_argument(
-        "--frame-size",
-        type=int,
-        default=None,
-        help="working size of the cached frames (default: ceil(size * 8 / 7), e.g. 256 for 224 px)",
-    )
-    p.add_argument("--cache-dir", type=Path, default=None, help="frame cache folder (default: ~/.cache/hico)")
-    p.add_argument("--no-cache", action="store_true", help="decode in memory only, write no cache")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    p.set_defaults(func=cmd_finetune)
-
-
-def cmd_finetune(args: argparse.Namespace) -> int:
-    """``hico finetune``: run :func:`finetune`, write ``OUT/results.json`` atomically, print the table."""
-    from hico.cli import UserError, _load_dataset
-    from hico.models import CheckpointMismatchError, WeightsUnavailableError
-
-    cfg = FinetuneConfig(
-        folds=args.folds,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        weight_decay=args.weight_decay,
-        trainable=args.trainable,
-        size=args.size,
-        frames_per_video=args.frames_per_video,
-        test_frames_per_video=args.test_frames_per_video,
-        seed=args.seed,
-        device=args.device,
-        classes=args.classes,
-        val_fraction=args.val_fraction,
-    )
-    resolve_device(cfg.device)  # fail before decoding anything
-    if args.out.exists() and not args.out.is_dir():
-        raise UserError(f"--out {args.out} exists and is not a folder")
-    frame_size = args.frame_size or math.ceil(cfg.size * 8 / 7)
-    if frame_size < 1:
-        raise UserError(f"--frame-size must be positive, got {frame_size}")
-    videos = _load_dataset(args.data, frame_size, args.cache_dir, args.no_cache, progress=not args.no_progress)
-    args.out.mkdir(parents=True, exist_ok=True)
-    try:
-        results = finetune(args.backbone, videos, cfg, progress=not args.no_progress)
-    except (WeightsUnavailableError, CheckpointMismatchError) as e:
-        raise UserError(str(e)) from e
-    path = write_json(args.out / "results.json", results)
-    print(format_results(results))
-    print(f"results: {path}")
-    return 0

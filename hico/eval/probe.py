@@ -24,7 +24,6 @@ Command line::
 
 from __future__ import annotations
 
-import argparse
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -33,7 +32,6 @@ import numpy as np
 
 from hico.eval.features import Features
 from hico.eval.leakage import Guard, overlap_line
-from hico.io import write_json
 
 
 def probe_splits(
@@ -203,42 +201,3 @@ def format_table(result: dict) -> str:
     if not all(r["linear_converged"] for r in result["levels"].values()):
         lines.append("note: the logistic regression did not converge on some folds (raise max_iter)")
     return "\n".join(lines)
-
-
-def register(sub: argparse._SubParsersAction) -> None:
-    """Add ``hico probe`` to the ``hico`` sub-commands."""
-    from hico.eval.features import add_common_arguments
-
-    p = sub.add_parser(
-        "probe",
-        help="linear probe and k-NN on frozen features, per level, grouped k-fold over videos",
-        description=__doc__.split("\n\n")[0],
-    )
-    add_common_arguments(p)
-    p.add_argument("--folds", type=int, default=5, help="number of grouped, stratified folds (default 5)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the fold assignment (default 0)")
-    p.add_argument("--k", type=int, default=10, help="neighbours of the k-NN classifier (default 10)")
-    p.add_argument("--C", type=float, default=1.0, help="inverse L2 strength of the logistic regression")
-    p.add_argument("--out", type=Path, default=None, help="also write the results as JSON to this file")
-    p.set_defaults(func=cmd_probe)
-
-
-def cmd_probe(args: argparse.Namespace) -> int:
-    """``hico probe``: extract features, probe every level, print the table, optionally write JSON."""
-    import time
-
-    from hico.eval.features import features_from_args
-
-    feats, _, timing = features_from_args(args)
-    t0 = time.perf_counter()
-    result = probe(feats, folds=args.folds, seed=args.seed, k=args.k, C=args.C, backbone=args.backbone, data=args.data)
-    timing["probe_s"] = time.perf_counter() - t0
-    result["timing"] = timing
-    print(format_table(result))
-    print(
-        f"time: load {timing['load_s']:.1f} s, features {timing['features_s']:.1f} s ({timing['device']}), "
-        f"probe {timing['probe_s']:.1f} s"
-    )
-    if args.out is not None:
-        print(f"wrote {write_json(args.out, result)}")
-    return 0

@@ -10,10 +10,11 @@ from torch import Tensor, nn
 
 from hico.losses.info_nce import info_nce
 from hico.losses.soft_ce import SMOOTHINGS, Smoothing, reference_skipped, softened_cross_entropy
+from hico.names import LEVELS
 
 __all__ = ["CROSS_PAIRINGS", "HICO_TERMS", "HiCoLoss"]
 
-PEER_TERMS: tuple[str, ...] = ("local", "medium", "global")
+PEER_TERMS: tuple[str, ...] = LEVELS  # each level against itself
 CROSS_TERMS: tuple[str, ...] = ("global_local", "global_medium")
 HICO_TERMS: tuple[str, ...] = (*PEER_TERMS, *CROSS_TERMS, "soft_ce")
 CrossPairing = Literal["cross_view", "same_view"]

@@ -11,8 +11,9 @@ the trainer drives without knowing which method it is::
     >>> sorted(method.terms)
     ['byol', 'total']
 
-This file imports no torch: the app reads the names and meanings of a run's loss terms (:func:`term_names`) on
-its first screen. The method classes themselves are imported when a method is built.
+This file imports no torch; the method classes themselves are imported when a method is built. The names and
+meanings of each method's loss terms (``TERMS``, :func:`term_names`, which the app reads on its first screen) live
+in :mod:`hico.names`, beside the level names, and are re-exported here.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from __future__ import annotations
 import importlib
 import math
 from typing import TYPE_CHECKING, Any
+
+from hico.names import SOFT_CE_SKIPPED, TERMS, term_names
 
 if TYPE_CHECKING:
     from torch import nn
@@ -36,49 +39,10 @@ CLASSES: dict[str, tuple[str, str]] = {
 }
 KINDS: tuple[str, ...] = tuple(CLASSES)
 
-# loss.kind -> every term its forward returns, in that order ("total" first, then the sums, then their parts),
-# each with the one line the Curves page and the notebooks show
-TERMS: dict[str, dict[str, str]] = {
-    "hico": {
-        "total": "con + beta x soft_ce: what the optimizer minimises",
-        "con": "lam x (local + medium + global) + (1 - lam) x (global_local + global_medium)",
-        "local": "InfoNCE of the two views' local embeddings (finest pyramid level)",
-        "medium": "InfoNCE of the two views' medium embeddings",
-        "global": "InfoNCE of the two views' global embeddings",
-        "global_local": "InfoNCE of global vectors against local vectors, both ways (0 when switched off)",
-        "global_medium": "InfoNCE of global vectors against medium vectors, both ways (0 when switched off)",
-        "soft_ce": "softened cross-entropy of the classifier on the labelled pairs, both views",
-    },
-    "uscl": {
-        "total": "global + lam x ce: what the optimizer minimises",
-        "global": "NT-Xent of the two views' projections",
-        "ce": "cross-entropy of each view's class logits on the labelled pairs, summed over the views",
-    },
-    "moco": {
-        "total": "the MoCo loss: what the optimizer minimises",
-        "moco": "InfoNCE of each query against its momentum key, the queued keys (and UCL's hard negatives)",
-    },
-    "byol": {
-        "total": "the BYOL loss: what the optimizer minimises",
-        "byol": "|p1 - z2'|^2 + |p2 - z1'|^2 of unit vectors: predictions against the momentum target's projections",
-    },
-}
-
-
-def term_names(config: dict[str, Any]) -> dict[str, str]:
-    """The loss terms (name -> one-line meaning) of a run, from its config.yaml as a dict; torch-free."""
-    loss = config.get("loss") or {}
-    kind = str(loss.get("kind", "hico"))
-    names = dict(TERMS.get(kind, {"total": "what the optimizer minimises"}))
-    if kind == "hico" and loss.get("smoothing") == "reference" and "soft_ce" in loss.get("terms", ("soft_ce",)):
-        names["soft_ce_skipped"] = SOFT_CE_SKIPPED
-    return names
-
-
-SOFT_CE_SKIPPED = (
-    "1 when the batch held exactly one labelled sample: the authors' smoothing divides by N - 1 = 0, so soft_ce "
-    "was 0 for that batch (hico-code); its epoch mean is the fraction of such batches"
-)
+__all__ = [
+    "CLASSES", "KINDS", "SOFT_CE_SKIPPED", "TERMS", "build_loss", "build_method", "chance_level", "method_class",
+    "term_names",
+]  # fmt: skip
 
 
 def chance_level(config: dict[str, Any], term: str) -> float | None:

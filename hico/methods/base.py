@@ -19,7 +19,7 @@ class Method(nn.Module):
     """One pretraining method. Subclasses set :attr:`terms` and implement :meth:`build_loss` and :meth:`forward`.
 
     Attributes:
-        terms: every key :meth:`forward` returns, in order, with its one-line meaning (``hico.methods.TERMS``).
+        terms: every key :meth:`forward` returns, in order, with its one-line meaning (``hico.names.TERMS``).
         sums: the terms that add up others; a non-finite loss is reported by the first term that is not one.
         takes_negatives: whether :meth:`forward` uses the pair sampler's extra negatives (UCL's ``data.pairs``).
         loss: the loss module, built from ``cfg.loss`` by :meth:`build_loss`.

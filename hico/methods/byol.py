@@ -22,9 +22,9 @@ from torch import Tensor, nn
 from hico import dist
 from hico.engine import forward_views
 from hico.losses import momentum_update
-from hico.methods import TERMS
 from hico.methods.base import Method
 from hico.models.checkpoint import unwrap
+from hico.names import TERMS
 
 if TYPE_CHECKING:
     from hico.config import LossConfig, MethodConfig

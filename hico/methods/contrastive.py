@@ -14,8 +14,8 @@ from torch import Tensor, nn
 from hico import dist
 from hico.engine import forward_views
 from hico.losses import HiCoLoss, USCLLoss
-from hico.methods import TERMS, term_names
 from hico.methods.base import Method
+from hico.names import TERMS, term_names
 
 if TYPE_CHECKING:
     from hico.config import LossConfig, MethodConfig

@@ -16,12 +16,17 @@ import torch
 from torch import Tensor, nn
 from torchvision.models import ResNet18_Weights, resnet18
 
+from hico.errors import UserError
+
 STAGE_CHANNELS = {"c2": 64, "c3": 128, "c4": 256, "c5": 512}
 """Output channels of the ResNet-18 stages; ``cK`` has stride ``2**K``."""
 
 
-class WeightsUnavailableError(RuntimeError):
-    """Pretrained weights are neither in the local cache nor downloadable (e.g. offline)."""
+class WeightsUnavailableError(UserError, RuntimeError):
+    """Pretrained weights are neither in the local cache nor downloadable (e.g. offline).
+
+    A :class:`~hico.errors.UserError` (one line, exit 2: the message says where to put the file).
+    """
 
 
 class ResNetTrunk(nn.Module):

@@ -8,23 +8,20 @@ The file written by :func:`export_backbone` is a dict::
 Example::
 
     >>> export_backbone(model, "runs/x/backbone.pt")
-    >>> model2 = load_backbone("runs/x/backbone.pt")      # same config, backbone + FPN restored, new heads
+    >>> model2 = load_backbone("runs/x/backbone.pt")      # hico.models.resolve: same config, new heads
     >>> model3 = HiCoNet(ModelConfig(fpn=False, init="runs/x/backbone.pt"))   # just the ResNet
 """
 
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
+from hico.errors import UserError
 from hico.io import atomic_write
-
-if TYPE_CHECKING:
-    from .config import ModelConfig
-    from .hiconet import HiCoNet
 
 FORMAT = "hico-backbone"
 VERSION = 1
@@ -32,8 +29,11 @@ BACKBONE_PREFIXES = ("backbone.", "fpn.")
 WRAPPER_PREFIXES = ("module.", "_orig_mod.")  # DistributedDataParallel, torch.compile
 
 
-class CheckpointMismatchError(RuntimeError):
-    """A checkpoint's backbone/FPN weights do not fit the model being built."""
+class CheckpointMismatchError(UserError, RuntimeError):
+    """A checkpoint's backbone/FPN weights do not fit the model being built, or the file cannot be read.
+
+    A :class:`~hico.errors.UserError` (the user named the file: one line, exit 2); still a ``RuntimeError``.
+    """
 
 
 def unwrap(model: nn.Module) -> nn.Module:
@@ -50,12 +50,11 @@ def unwrap(model: nn.Module) -> nn.Module:
 def export_backbone(model: nn.Module, path: str | os.PathLike[str]) -> None:
     """Write ``model``'s backbone + FPN weights (not heads or classifier) and its config to ``path``.
 
-    Written atomically (:func:`hico.io.atomic_write`: a temporary file in the same folder, then renamed over
+    Written atomically (:func:`hico.io.atomic_write`: a temporary file in the same folder, fsynced, renamed over
     ``path``), so a crash never leaves a truncated file and a full disk raises :class:`hico.io.DiskFullError`.
     ``model`` may be wrapped by DDP or ``torch.compile``.
     """
     model = unwrap(model)
-    path = os.fspath(path)
     payload = {
         "format": FORMAT,
         "version": VERSION,
@@ -133,24 +132,6 @@ def load_backbone_state(model: nn.Module, state: dict[str, Tensor], source: str 
     model.backbone.load_state_dict(_sub(state, "backbone."), strict=False)
     if model.fpn is not None and any(k.startswith("fpn.") for k in state):
         model.fpn.load_state_dict(_sub(state, "fpn."))
-
-
-def load_backbone(path: str | os.PathLike[str], config: ModelConfig | None = None) -> HiCoNet:
-    """A new :class:`HiCoNet` with backbone + FPN from ``path`` (heads and classifier freshly initialised).
-
-    The architecture comes from ``config`` if given (its ``init`` is replaced by ``path``), else from the
-    config stored in the file.
-    """
-    from .config import ModelConfig
-    from .hiconet import HiCoNet
-
-    path = os.fspath(path)
-    if config is None:
-        _, stored = read_backbone_file(path)
-        if stored is None:
-            raise CheckpointMismatchError(f"{path!r} stores no model config: pass config=ModelConfig(...)")
-        config = ModelConfig.from_dict(stored)
-    return HiCoNet(ModelConfig.from_dict({**config.to_dict(), "init": path}))
 
 
 def _load_error(err: Exception) -> str:

@@ -15,10 +15,8 @@ import os
 from dataclasses import dataclass
 from typing import Any, Literal
 
-LEVEL_NAMES = ("p2", "p3", "p4", "p5")
-"""FPN output levels; ``pK`` is built on ResNet stage ``cK`` and has stride ``2**K`` (1/4 .. 1/32)."""
-
-EMBEDDING_NAMES = ("local", "medium", "global")
+from hico.checks import check_choice, check_int
+from hico.names import LEVELS, PYRAMID_MAPS
 
 PRESETS: dict[str, dict[str, Any]] = {
     # HiCo as the paper describes it (ACCV 2022, Sec. 3): ModelConfig() with ImageNet init.
@@ -93,9 +91,9 @@ class ModelConfig:
         if isinstance(self.levels, str) or not isinstance(self.levels, (list, tuple)):
             raise ValueError(f"ModelConfig.levels must be 3 level names, e.g. ('p2', 'p4', 'p5'), got {self.levels!r}")
         self.levels = tuple(self.levels)
-        if len(self.levels) != 3 or any(level not in LEVEL_NAMES for level in self.levels):
+        if len(self.levels) != 3 or any(level not in PYRAMID_MAPS for level in self.levels):
             raise ValueError(
-                f"ModelConfig.levels must name the (local, medium, global) levels among {LEVEL_NAMES}, "
+                f"ModelConfig.levels must name the (local, medium, global) levels among {PYRAMID_MAPS}, "
                 f"got {self.levels!r}"
             )
         _check_choice("pooling", self.pooling, ("avg", "flatten"))
@@ -119,7 +117,7 @@ class ModelConfig:
     @property
     def embeddings(self) -> tuple[str, ...]:
         """Names of the embeddings ``forward`` returns: all three with the FPN, only ``"global"`` without."""
-        return EMBEDDING_NAMES if self.fpn else ("global",)
+        return LEVELS if self.fpn else ("global",)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict (YAML/``torch.save`` friendly; ``levels`` as a list)."""
@@ -147,10 +145,8 @@ class ModelConfig:
 
 
 def _check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        raise ValueError(f"ModelConfig.{name} must be one of {choices}, got {value!r}")
+    check_choice(f"ModelConfig.{name}", value, choices)
 
 
 def _check_int(name: str, value: Any, low: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ValueError(f"ModelConfig.{name} must be an integer >= {low}, got {value!r}")
+    check_int(f"ModelConfig.{name}", value, low)

@@ -9,7 +9,7 @@ Example::
     >>> {k: tuple(v.shape) for k, v in out["maps"].items()}
     {'c2': (4, 64, 56, 56), 'c3': (4, 128, 28, 28), 'c4': (4, 256, 14, 14), 'c5': (4, 512, 7, 7),
      'p2': (4, 256, 56, 56), 'p3': (4, 256, 28, 28), 'p4': (4, 256, 14, 14), 'p5': (4, 256, 7, 7)}
-    >>> model.export_backbone("runs/x/backbone.pt")       # ResNet + FPN only; reload with load_backbone
+    >>> model.export_backbone("runs/x/backbone.pt")       # ResNet + FPN only; reload with resolve_backbone
 """
 
 from __future__ import annotations

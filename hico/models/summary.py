@@ -14,8 +14,10 @@ import dataclasses
 import torch
 from torch import nn
 
+from hico.names import LEVELS
+
 from .checkpoint import unwrap
-from .config import EMBEDDING_NAMES, ModelConfig
+from .config import ModelConfig
 from .hiconet import HiCoNet
 
 
@@ -36,7 +38,7 @@ def count_parameters(model: nn.Module | ModelConfig) -> dict[str, int]:
         return 0 if module is None else sum(p.numel() for p in module.parameters())
 
     counts = {"backbone": numel(model.backbone), "fpn": numel(model.fpn)}
-    for name in EMBEDDING_NAMES:
+    for name in LEVELS:
         counts[f"head_{name}"] = numel(model.heads[name]) if name in model.heads else 0
     counts["classifier"] = numel(model.classifier)
     counts["total"] = sum(p.numel() for p in model.parameters())

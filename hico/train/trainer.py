@@ -14,7 +14,7 @@ videos), the contrastive loss on held-out pairs (the authors' checkpoint criteri
 k-NN features of epoch 0, of powers of two and of the last epoch stay in ``features/epoch_NNNN.npz``
 (:class:`hico.eval.features.Features`), for the app's maps of how the levels separate during training; the
 backbone + FPN weights of those epochs stay in ``checkpoints/epoch_NNNN.pt`` (``backbone.pt``'s format, loaded
-by :func:`hico.eval.features.load_model`; ``train.epoch_checkpoints``), with or without k-NN or held-out videos.
+by :func:`hico.models.resolve_backbone`; ``train.epoch_checkpoints``), with or without k-NN or held-out videos.
 
 At the start, ``labelled_videos.json`` records the videos whose labels the loss uses (softened CE: a
 ``data.label_rate`` share of the training videos) and the videos trained on (:mod:`hico.train.labelled`), so that
@@ -207,8 +207,7 @@ class Trainer:
         videos.load_all(progress=self.progress and self.main)
         if self.main:
             dist.barrier()
-        if len(videos) == 0:
-            raise ValueError(f"no readable video in {cfg.data.path}")
+        videos.require_videos()
         for path, reason in videos.unreadable:
             self._say(f"skipped unreadable {path}: {reason}")
         for _, reason in videos.refused:
@@ -452,7 +451,7 @@ class Trainer:
 
                 feats = extract_features(
                     model, self.videos, size=self.cfg.augment.size, per_video=t.knn_frames_per_video,
-                    batch_size=64, device=self.device,
+                    batch_size=64, device=self.device, augment=self.cfg.augment,
                 )  # fmt: skip
                 acc = level_knn_accuracy(feats, self.train_idx, self.holdout_idx, k=t.knn_k)
                 out.update({f"knn_{level}": float(v) for level, v in acc.items()})

@@ -7,14 +7,13 @@ import os
 import time
 from pathlib import Path
 
+from hico.paths import PROJECT_ROOT, SAMPLES
 from hico.train.rundir import RESUMABLE
-
-PROJECT_ROOT = Path(__file__).resolve().parent.parent.parent
 
 PRESETS: dict[str, dict] = {
     "demo": {
         "about": "data_samples/ at 64 px on a laptop CPU in about 2 minutes: the loss falls, k-NN accuracy rises",
-        "data": PROJECT_ROOT / "data_samples",
+        "data": SAMPLES,
         "overrides": [
             "model.init=random",
             "augment.size=64",
