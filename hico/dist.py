@@ -28,6 +28,7 @@ from torch import Tensor, nn
 __all__ = [
     "all_gather_nograd",
     "all_reduce_mean",
+    "any_rank",
     "barrier",
     "broadcast_object",
     "cleanup",
@@ -280,6 +281,18 @@ def average_gradients(params: list[nn.Parameter]) -> None:
     flat /= dist.get_world_size()
     for g, part in zip(grads, flat.split([g.numel() for g in grads]), strict=True):
         g.copy_(part.view_as(g))
+
+
+def any_rank(flag: bool) -> bool:
+    """True on every rank when ``flag`` is true on at least one (one tiny all-reduce); ``flag`` when not
+    distributed. For decisions every rank must take at the same step (stop, non-finite loss): one rank that
+    stopped alone would leave the others waiting in their next collective."""
+    if not is_dist():
+        return bool(flag)
+    device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else None
+    box = torch.tensor([float(bool(flag))], device=device)
+    dist.all_reduce(box, op=dist.ReduceOp.MAX)
+    return bool(box.item())
 
 
 def barrier() -> None:

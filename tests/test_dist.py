@@ -12,7 +12,9 @@ comparisons are tight (summation order differs between 1 and 2 processes).
 
 from __future__ import annotations
 
+import json
 import os
+import signal
 import socket
 from collections.abc import Iterator
 from pathlib import Path
@@ -423,3 +425,77 @@ def test_train_step_under_ddp_matches_one_process(ranks: list[dict[str, Any]], c
         assert res[case]["grads"].keys() == ref["grads"].keys()
         for name, grad in ref["grads"].items():
             torch.testing.assert_close(res[case]["grads"][name], grad, **TOL, msg=f"{case}: grad of {name}")
+
+
+# ------------------------------------------------- decisions every rank takes at the same step (issue 17)
+def _stop_worker(rank: int, jobs: list[tuple[str, int]], data: str, workdir: str) -> None:
+    """One rank of a 2-process ``Trainer.fit``: in job "stop" rank 0 ALONE gets a stop request after step 2
+    (as from Ctrl-C); in job "nan" rank 1 ALONE computes a non-finite loss at step 2. What each rank saw is
+    saved, never raised (a rank left waiting hits the 20 s collective timeout instead of hanging the test)."""
+    from hico.train import trainer
+
+    torch.set_num_threads(1)
+    seen = {}
+    for job, port in jobs:
+        os.environ.update(
+            RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(WORLD), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port)
+        )
+        cfg = load_method(
+            "mocov2", [*TINY_RUN, "train.epochs=2", "train.max_steps=5", "train.log_every=100", f"data.path={data}"]
+        )
+        t = None
+        try:
+            device = dist.setup(device="cpu", timeout_s=20)
+            run = trainer._open_run(cfg, Path(workdir) / job, None)
+            t = trainer.Trainer(cfg, run, device)
+            if job == "stop" and rank == 0:
+                step = t.step
+
+                def step_then_stop(batch, step=step, t=t):
+                    terms = step(batch)
+                    if t.global_step == 1:  # this is step 2: the handler of Ctrl-C, on this rank only
+                        t._request_stop(signal.SIGINT, None)
+                    return terms
+
+                t.step = step_then_stop
+            if job == "nan" and rank == 1:
+                forward = t.method.forward
+
+                def nan_at_step_2(*args, forward=forward, t=t, **kwargs):
+                    terms = forward(*args, **kwargs)
+                    return {k: v * float("nan") for k, v in terms.items()} if t.global_step == 1 else terms
+
+                t.method.forward = nan_at_step_2
+            t.fit()
+            seen[job] = {"raised": None}
+        except BaseException as err:  # noqa: BLE001 - reported by the test
+            seen[job] = {"raised": type(err).__name__, "message": str(err)[:500]}
+        finally:
+            seen[job]["global_step"] = None if t is None else t.global_step
+            if rank == 0 and t is not None:
+                run.release()
+            dist.cleanup()
+    torch.save(seen, Path(workdir) / f"stop_rank{rank}.pt")
+
+
+def test_stop_and_non_finite_loss_on_one_rank_stop_every_rank(tmp_path: Path) -> None:
+    """A stop requested on rank 0 only: both ranks stop after step 2 and rank 0 saves last.pt at step 2 (before:
+    rank 1 went on alone and died waiting). A non-finite loss on rank 1 only: both ranks raise
+    NonFiniteLossError at step 2, naming rank 1 (before: rank 0 waited in the backward's all-reduce)."""
+    from hico.train.rundir import load_checkpoint
+
+    data = write_dataset(tmp_path / "set", videos_per_class=2, n_frames=4, size=48, seed=1, progress=False)
+    jobs = [("stop", _free_port()), ("nan", _free_port())]
+    torch.multiprocessing.spawn(_stop_worker, args=(jobs, str(data), str(tmp_path)), nprocs=WORLD, join=True)
+    seen = [torch.load(tmp_path / f"stop_rank{r}.pt", weights_only=False) for r in range(WORLD)]
+    for r in range(WORLD):
+        assert seen[r]["stop"]["raised"] == "KeyboardInterrupt", (r, seen[r]["stop"])
+        assert seen[r]["stop"]["global_step"] == 2, r
+    for r in range(WORLD):
+        assert seen[r]["nan"]["raised"] == "NonFiniteLossError", (r, seen[r]["nan"])
+        assert "on rank 1 at step 2" in seen[r]["nan"]["message"], r
+        assert seen[r]["nan"]["global_step"] == 1, r
+    assert load_checkpoint(tmp_path / "stop" / "checkpoints" / "last.pt")["global_step"] == 2
+    status = json.loads((tmp_path / "stop" / "status.json").read_text())
+    assert status["state"] == "interrupted"
+    assert json.loads((tmp_path / "nan" / "status.json").read_text())["state"] == "failed"

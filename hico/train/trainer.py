@@ -285,9 +285,9 @@ class Trainer:
         t = self.cfg.train
         self._status("running")
         self._stop_requested = False
-        handlers = {}
-        if self.main:  # Ctrl-C / SIGTERM end the current step, then stop cleanly; a second one stops at once
-            handlers = {sig: signal.signal(sig, self._request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+        # Ctrl-C / SIGTERM end the current step, then stop cleanly; a second one stops at once. Every rank
+        # listens (torchrun forwards the signal to all) and the flag is all-reduced (:meth:`_stopping`).
+        handlers = {sig: signal.signal(sig, self._request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
         try:
             if self.epoch == 0 and self.step_in_epoch == 0 and self.main:
                 record = {"kind": "epoch", "epoch": 0, "step": 0, **self.evaluate()}  # before training
@@ -295,7 +295,7 @@ class Trainer:
                 self.run.log(record)
                 self._say(f"before training: holdout loss {record.get('holdout_con', float('nan')):.4f} {_knn(record)}")
             while self.epoch < t.epochs and not self._done():
-                if self._stop_requested:
+                if self._stopping():
                     raise _Stop
                 self.train_epoch()
                 if self.step_in_epoch < self.steps_per_epoch:  # stopped by max_steps mid-epoch
@@ -329,6 +329,11 @@ class Trainer:
             raise KeyboardInterrupt
         self._stop_requested = True
         self._say("stopping after this step (press Ctrl-C again to stop at once, without saving)")
+
+    def _stopping(self) -> bool:
+        """Whether a stop was requested on ANY rank (one tiny all-reduce under torchrun), so that every rank
+        stops after the same step and rank 0 saves: a rank that stopped alone would leave the others waiting."""
+        return dist.any_rank(self._stop_requested)
 
     def _done(self) -> bool:
         return bool(self.cfg.train.max_steps) and self.global_step >= self.cfg.train.max_steps
@@ -371,7 +376,7 @@ class Trainer:
                     )
             if t.checkpoint_every and self.global_step % t.checkpoint_every == 0:
                 self.save()
-            if self._stop_requested:
+            if self._stopping():
                 raise _Stop
             if self._done():
                 break
@@ -406,9 +411,10 @@ class Trainer:
                 else " before its first checkpoint, so there is nothing to resume: start it anew (a lower train.lr "
                 "often helps)"
             )
+            on = "" if e.rank is None else f" on rank {e.rank}"
             raise NonFiniteLossError(
-                f"non-finite loss at step {self.global_step + 1} (epoch {self.epoch + 1}): term {e.term!r} is "
-                f"{e.value}; stopped{kept}", e.term, e.value,
+                f"non-finite loss{on} at step {self.global_step + 1} (epoch {self.epoch + 1}): term {e.term!r} is "
+                f"{e.value}; stopped{kept}", e.term, e.value, e.rank,
             ) from None  # fmt: skip
         self.scheduler.step()
         return terms
