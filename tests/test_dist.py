@@ -17,6 +17,7 @@ import os
 import signal
 import socket
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -163,6 +164,10 @@ def _worker(rank: int, port: int, workdir: str) -> None:
 
     res["mean"] = dist.all_reduce_mean(torch.tensor(rank + 1))
     res["broadcast"] = dist.broadcast_object({"run": f"chosen by rank {rank}"})
+    # the CLI's run folder without --out: named after each rank's clock, which may tick between the ranks
+    calls = []
+    res["run_dir"] = dist.on_rank0(lambda: calls.append(rank) or f"runs/hico-20260101-00000{rank}", "cpu")
+    res["run_dir_chosen_here"] = calls
     dist.barrier()
 
     # SyncBatchNorm on cpu / gloo
@@ -227,6 +232,21 @@ def test_setup_under_torchrun_env(ranks: list[dict[str, Any]]) -> None:
         assert res["ids"] == (r, WORLD, r == 0, r, True)
         assert res["mean"].item() == pytest.approx(1.5)  # mean of 1 and 2
         assert res["broadcast"] == {"run": "chosen by rank 0"}
+        assert res["run_dir"] == "runs/hico-20260101-000000"  # rank 0's, on every rank
+        assert res["run_dir_chosen_here"] == ([0] if r == 0 else [])
+
+
+def test_setup_waits_long_for_a_slow_rank_0(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The process group's timeout is 2 h unless given: rank 0 decodes an uncached dataset alone (minutes) while
+    the others wait in a barrier, and NCCL's default of 10 minutes would abort the run."""
+    seen = {}
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setattr(torch.distributed, "is_initialized", lambda: False)
+    monkeypatch.setattr(torch.distributed, "init_process_group", lambda **kwargs: seen.update(kwargs))
+    dist.setup(device="cpu")
+    assert seen["backend"] == "gloo" and seen["timeout"] >= timedelta(hours=2)
+    dist.setup(device="cpu", timeout_s=60)
+    assert seen["timeout"] == timedelta(seconds=60)
 
 
 def test_gather_with_grad_sums_the_gradients_of_own_rows(ranks: list[dict[str, Any]]) -> None:
