@@ -24,6 +24,7 @@ At the start, ``labelled_videos.json`` records the videos whose labels the loss 
 from __future__ import annotations
 
 import math
+import os
 import signal
 import sys
 import time
@@ -143,6 +144,8 @@ class Trainer:
             torch.bfloat16 if (t.precision == "bf16" or (t.precision == "auto" and device.type == "cuda")) else None
         )
         self.channels_last = device.type == "cuda" if t.channels_last == "auto" else bool(t.channels_last)
+        if device.type == "cuda":  # fixed input shapes: let cuDNN pick its fastest convolutions once
+            torch.backends.cudnn.benchmark = True
 
         self.videos, self.train_idx, self.holdout_idx = self._load_data()
         self._check_labels()
@@ -156,13 +159,13 @@ class Trainer:
             train_videos, self.pair_sampler, labels, seed=t.seed, samples_per_video=t.pairs_per_video
         )
         self.batches = EpochBatchSampler(len(self.pairs), t.batch_size, seed=t.seed, rank=self.rank, world=self.world)
-        workers = (0 if device.type != "cuda" else min(8, torch.get_num_threads())) if t.workers == -1 else t.workers
+        workers = _auto_workers(device) if t.workers == -1 else t.workers
         self.loader = torch.utils.data.DataLoader(
             self.pairs,
             batch_sampler=self.batches,
             num_workers=workers,
             pin_memory=device.type == "cuda",
-            persistent_workers=False,
+            persistent_workers=bool(workers),  # not re-forked (and their datasets' lookups kept) every epoch
             prefetch_factor=4 if workers else None,
         )
         self.augment = BatchAugment(cfg.augment).to(device)
@@ -516,6 +519,16 @@ class Trainer:
     def _say(self, msg: str) -> None:
         if self.main:
             print(msg, file=sys.stderr, flush=True)
+
+
+def _auto_workers(device: torch.device) -> int:
+    """``train.workers=-1``: none on CPU (frames come from the cache in the training process); on CUDA this
+    node's CPU cores shared among its ranks (torchrun's ``LOCAL_WORLD_SIZE``), at most 8. Not the torch thread
+    count: torchrun sets ``OMP_NUM_THREADS=1``, which would leave one worker per rank."""
+    if device.type != "cuda":
+        return 0
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return min(8, max(1, cores // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))))
 
 
 def _method_state(ckpt: dict) -> dict:
