@@ -165,7 +165,9 @@ class Trainer:
             batch_sampler=self.batches,
             num_workers=workers,
             pin_memory=device.type == "cuda",
-            persistent_workers=bool(workers),  # not re-forked (and their datasets' lookups kept) every epoch
+            # re-forked every epoch: a persistent worker would keep its copy of ``pairs`` at the epoch it was
+            # forked in (set_epoch reaches only this process's copy), drawing the same pairs every epoch
+            persistent_workers=False,
             prefetch_factor=4 if workers else None,
         )
         self.augment = BatchAugment(cfg.augment).to(device)
