@@ -17,9 +17,9 @@ gathers the outputs of its local batch with :func:`gather_outputs` and computes 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 import torch.distributed as dist
@@ -28,6 +28,7 @@ from torch import Tensor, nn
 __all__ = [
     "all_gather_nograd",
     "all_reduce_mean",
+    "any_rank",
     "barrier",
     "broadcast_object",
     "cleanup",
@@ -37,6 +38,7 @@ __all__ = [
     "is_main",
     "local_rank",
     "maybe_sync_batchnorm",
+    "on_rank0",
     "rank",
     "setup",
     "world_size",
@@ -84,7 +86,17 @@ def resolve_device(device: str | torch.device | None = None) -> torch.device:
     return dev
 
 
-def setup(backend: str | None = None, device: str | None = None, timeout_s: float | None = None) -> torch.device:
+DEFAULT_TIMEOUT_S = 2 * 3600.0
+"""How long a collective waits for the slowest rank before the run fails (:func:`setup`): 2 h, because rank 0
+alone decodes an uncached dataset and evaluates each epoch while the others wait (torch's default, 10 min
+with NCCL, aborts a run on a large dataset). A rank that really hangs is then found after 2 h."""
+
+_T = TypeVar("_T")
+
+
+def setup(
+    backend: str | None = None, device: str | None = None, timeout_s: float | None = DEFAULT_TIMEOUT_S
+) -> torch.device:
     """Initialise the process group under torchrun and return this process's device.
 
     With env ``WORLD_SIZE`` > 1 (torchrun): picks ``cuda:LOCAL_RANK`` when CUDA is available (else cpu), sets
@@ -97,7 +109,8 @@ def setup(backend: str | None = None, device: str | None = None, timeout_s: floa
         device: None / ``"auto"`` (cuda if available, else cpu; MPS is never picked automatically),
             ``"cpu"``, ``"cuda"``, ``"cuda:N"`` (single process only) or ``"mps"`` (single process only).
             Under torchrun ``"cuda"`` means ``cuda:LOCAL_RANK``.
-        timeout_s: Timeout of the collectives (torch's default when None: 10 min, NCCL 10 min or 30 min).
+        timeout_s: Timeout of the collectives, :data:`DEFAULT_TIMEOUT_S` (2 h) unless given; None: torch's
+            default (NCCL 10 min, gloo 30 min), too short while rank 0 decodes a large dataset alone.
 
     Returns:
         The device to put the model and the batches on.
@@ -282,6 +295,18 @@ def average_gradients(params: list[nn.Parameter]) -> None:
         g.copy_(part.view_as(g))
 
 
+def any_rank(flag: bool) -> bool:
+    """True on every rank when ``flag`` is true on at least one (one tiny all-reduce); ``flag`` when not
+    distributed. For decisions every rank must take at the same step (stop, non-finite loss): one rank that
+    stopped alone would leave the others waiting in their next collective."""
+    if not is_dist():
+        return bool(flag)
+    device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else None
+    box = torch.tensor([float(bool(flag))], device=device)
+    dist.all_reduce(box, op=dist.ReduceOp.MAX)
+    return bool(box.item())
+
+
 def barrier() -> None:
     """Wait for every rank; a no-op when not distributed."""
     if is_dist():
@@ -295,6 +320,15 @@ def broadcast_object(obj: Any, src: int = 0) -> Any:
     box = [obj]
     dist.broadcast_object_list(box, src=src)
     return box[0]
+
+
+def on_rank0(choose: Callable[[], _T], device: str | None = None) -> _T:
+    """``choose()`` evaluated on rank 0 only, and its result on every rank: for what the ranks must share but
+    would each choose differently (a run folder named after the time it starts). Under torchrun it first sets up
+    the process group (:func:`setup` with ``device``; setting it up again later is harmless)."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        setup(device=device)
+    return broadcast_object(choose() if is_main() else None)
 
 
 def maybe_sync_batchnorm(model: nn.Module, device: torch.device) -> nn.Module:

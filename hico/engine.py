@@ -39,9 +39,9 @@ class NonFiniteLossError(ValueError, RuntimeError):
     A ValueError: ``hico pretrain`` reports it in one line and exits 2, like other errors in what was given
     (here settings that diverge, such as a learning rate too high)."""
 
-    def __init__(self, message: str, term: str, value: float) -> None:
+    def __init__(self, message: str, term: str, value: float, rank: int | None = None) -> None:
         super().__init__(message)
-        self.term, self.value = term, value
+        self.term, self.value, self.rank = term, value, rank  # rank: where it happened, under torchrun
 
 
 def train_step(
@@ -69,24 +69,30 @@ def train_step(
         autocast_dtype: ``torch.bfloat16`` to run the forward under autocast (mixed precision), or None.
 
     Raises:
-        NonFiniteLossError: a term is NaN or inf (named: the first one that is not a sum of others); nothing
-            was updated.
+        NonFiniteLossError: a term is NaN or inf on any rank (named: the first one that is not a sum of
+            others, and the rank under torchrun); raised on every rank at the same step; nothing was updated.
     """
     device_type = view1.device.type
     with torch.autocast(device_type, dtype=autocast_dtype or torch.bfloat16, enabled=autocast_dtype is not None):
         terms = method(model, view1, view2, labels, weights, negatives)
-    values = torch.stack([v.detach().float() for v in terms.values()]).cpu()  # one sync per step
-    if not torch.isfinite(values).all():
-        bad = [(k, v) for k, v in zip(terms, values.tolist(), strict=True) if not math.isfinite(v)]
+    values = torch.stack([v.detach().float() for v in terms.values()])
+    # every rank's terms (W, T), so that a non-finite loss on ONE rank stops every rank at this step (a rank
+    # that raised alone would leave the others waiting in the backward's all-reduce); one sync per step
+    every = dist.all_gather_nograd(values[None], check=False).cpu()
+    if not torch.isfinite(every).all():
+        where = int((~torch.isfinite(every)).any(1).nonzero()[0])  # the first rank with a non-finite term
+        bad = [(k, v) for k, v in zip(terms, every[where].tolist(), strict=True) if not math.isfinite(v)]
         term, value = next(((k, v) for k, v in bad if k not in method.sums), bad[0])
-        raise NonFiniteLossError(f"non-finite loss: term {term!r} is {value}", term, value)
+        rank = where if len(every) > 1 else None
+        on = "" if rank is None else f" on rank {rank}"
+        raise NonFiniteLossError(f"non-finite loss{on}: term {term!r} is {value}", term, value, rank)
     optimizer.zero_grad(set_to_none=True)
     terms["total"].backward()
     if dist.world_size() > 1:  # the method's own trainable parameters sit outside DDP: average their gradients
         dist.average_gradients(trainable_parameters(method))
     optimizer.step()
     method.after_step(model)
-    return dict(zip(terms, values.tolist(), strict=True))
+    return dict(zip(terms, every[dist.rank()].tolist(), strict=True))
 
 
 def trainable_parameters(method: nn.Module) -> list[nn.Parameter]:

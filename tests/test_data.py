@@ -225,6 +225,25 @@ def test_memory_cache_decodes_once(tmp_path, monkeypatch):
     assert len(calls) == 1
 
 
+def test_frames_stats_the_source_files_once(tmp_path, monkeypatch):
+    """frames(i) of a frame folder looks at its files on the first call only (a training step calls it for
+    every pair; each call used to stat every frame file), also through a subset."""
+    for j in range(5):
+        write_image(tmp_path / "c" / "v" / f"{j}.png", ramp(1)[0])
+    ds = scan(tmp_path, size=16)
+    files = {str(f) for f in ds.videos[0].files}
+    assert len(files) == 5
+    stats, real = [], os.stat
+    monkeypatch.setattr(os, "stat", lambda p, *a, **k: (str(p) in files and stats.append(p)) or real(p, *a, **k))
+    first = ds.frames(0)  # the cache key and the decode look at every file
+    assert len(stats) >= 5
+    n = len(stats)
+    for _ in range(3):
+        assert ds.frames(0) is first
+        assert ds.subset([0]).frames(0) is first
+    assert len(stats) == n
+
+
 def test_cache_key_changes_with_content_and_size(tmp_path):
     f = write_clip(tmp_path / "v.mp4", ramp(3))
     k1 = source_key([f], 16)

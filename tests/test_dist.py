@@ -12,9 +12,12 @@ comparisons are tight (summation order differs between 1 and 2 processes).
 
 from __future__ import annotations
 
+import json
 import os
+import signal
 import socket
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -161,6 +164,10 @@ def _worker(rank: int, port: int, workdir: str) -> None:
 
     res["mean"] = dist.all_reduce_mean(torch.tensor(rank + 1))
     res["broadcast"] = dist.broadcast_object({"run": f"chosen by rank {rank}"})
+    # the CLI's run folder without --out: named after each rank's clock, which may tick between the ranks
+    calls = []
+    res["run_dir"] = dist.on_rank0(lambda: calls.append(rank) or f"runs/hico-20260101-00000{rank}", "cpu")
+    res["run_dir_chosen_here"] = calls
     dist.barrier()
 
     # SyncBatchNorm on cpu / gloo
@@ -226,6 +233,21 @@ def test_setup_under_torchrun_env(ranks: list[dict[str, Any]]) -> None:
         assert res["ids"] == (r, WORLD, r == 0, r, True)
         assert res["mean"].item() == pytest.approx(1.5)  # mean of 1 and 2
         assert res["broadcast"] == {"run": "chosen by rank 0"}
+        assert res["run_dir"] == "runs/hico-20260101-000000"  # rank 0's, on every rank
+        assert res["run_dir_chosen_here"] == ([0] if r == 0 else [])
+
+
+def test_setup_waits_long_for_a_slow_rank_0(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The process group's timeout is 2 h unless given: rank 0 decodes an uncached dataset alone (minutes) while
+    the others wait in a barrier, and NCCL's default of 10 minutes would abort the run."""
+    seen = {}
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setattr(torch.distributed, "is_initialized", lambda: False)
+    monkeypatch.setattr(torch.distributed, "init_process_group", lambda **kwargs: seen.update(kwargs))
+    dist.setup(device="cpu")
+    assert seen["backend"] == "gloo" and seen["timeout"] >= timedelta(hours=2)
+    dist.setup(device="cpu", timeout_s=60)
+    assert seen["timeout"] == timedelta(seconds=60)
 
 
 @pytest.mark.slow
@@ -430,3 +452,77 @@ def test_train_step_under_ddp_matches_one_process(ranks: list[dict[str, Any]], c
         assert res[case]["grads"].keys() == ref["grads"].keys()
         for name, grad in ref["grads"].items():
             torch.testing.assert_close(res[case]["grads"][name], grad, **TOL, msg=f"{case}: grad of {name}")
+
+
+# ------------------------------------------------- decisions every rank takes at the same step (issue 17)
+def _stop_worker(rank: int, jobs: list[tuple[str, int]], data: str, workdir: str) -> None:
+    """One rank of a 2-process ``Trainer.fit``: in job "stop" rank 0 ALONE gets a stop request after step 2
+    (as from Ctrl-C); in job "nan" rank 1 ALONE computes a non-finite loss at step 2. What each rank saw is
+    saved, never raised (a rank left waiting hits the 20 s collective timeout instead of hanging the test)."""
+    from hico.train import trainer
+
+    torch.set_num_threads(1)
+    seen = {}
+    for job, port in jobs:
+        os.environ.update(
+            RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(WORLD), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port)
+        )
+        cfg = load_method(
+            "mocov2", [*TINY_RUN, "train.epochs=2", "train.max_steps=5", "train.log_every=100", f"data.path={data}"]
+        )
+        t = None
+        try:
+            device = dist.setup(device="cpu", timeout_s=20)
+            run = trainer._open_run(cfg, Path(workdir) / job, None)
+            t = trainer.Trainer(cfg, run, device)
+            if job == "stop" and rank == 0:
+                step = t.step
+
+                def step_then_stop(batch, step=step, t=t):
+                    terms = step(batch)
+                    if t.global_step == 1:  # this is step 2: the handler of Ctrl-C, on this rank only
+                        t._request_stop(signal.SIGINT, None)
+                    return terms
+
+                t.step = step_then_stop
+            if job == "nan" and rank == 1:
+                forward = t.method.forward
+
+                def nan_at_step_2(*args, forward=forward, t=t, **kwargs):
+                    terms = forward(*args, **kwargs)
+                    return {k: v * float("nan") for k, v in terms.items()} if t.global_step == 1 else terms
+
+                t.method.forward = nan_at_step_2
+            t.fit()
+            seen[job] = {"raised": None}
+        except BaseException as err:  # noqa: BLE001 - reported by the test
+            seen[job] = {"raised": type(err).__name__, "message": str(err)[:500]}
+        finally:
+            seen[job]["global_step"] = None if t is None else t.global_step
+            if rank == 0 and t is not None:
+                run.release()
+            dist.cleanup()
+    torch.save(seen, Path(workdir) / f"stop_rank{rank}.pt")
+
+
+def test_stop_and_non_finite_loss_on_one_rank_stop_every_rank(tmp_path: Path) -> None:
+    """A stop requested on rank 0 only: both ranks stop after step 2 and rank 0 saves last.pt at step 2 (before:
+    rank 1 went on alone and died waiting). A non-finite loss on rank 1 only: both ranks raise
+    NonFiniteLossError at step 2, naming rank 1 (before: rank 0 waited in the backward's all-reduce)."""
+    from hico.train.rundir import load_checkpoint
+
+    data = write_dataset(tmp_path / "set", videos_per_class=2, n_frames=4, size=48, seed=1, progress=False)
+    jobs = [("stop", _free_port()), ("nan", _free_port())]
+    torch.multiprocessing.spawn(_stop_worker, args=(jobs, str(data), str(tmp_path)), nprocs=WORLD, join=True)
+    seen = [torch.load(tmp_path / f"stop_rank{r}.pt", weights_only=False) for r in range(WORLD)]
+    for r in range(WORLD):
+        assert seen[r]["stop"]["raised"] == "KeyboardInterrupt", (r, seen[r]["stop"])
+        assert seen[r]["stop"]["global_step"] == 2, r
+    for r in range(WORLD):
+        assert seen[r]["nan"]["raised"] == "NonFiniteLossError", (r, seen[r]["nan"])
+        assert "on rank 1 at step 2" in seen[r]["nan"]["message"], r
+        assert seen[r]["nan"]["global_step"] == 1, r
+    assert load_checkpoint(tmp_path / "stop" / "checkpoints" / "last.pt")["global_step"] == 2
+    status = json.loads((tmp_path / "stop" / "status.json").read_text())
+    assert status["state"] == "interrupted"
+    assert json.loads((tmp_path / "nan" / "status.json").read_text())["state"] == "failed"

@@ -407,3 +407,19 @@ def test_ivpp_weights_each_pair_by_its_frame_distance(tiny_data, tmp_path, monke
     values = {round(v, 5) for w in seen for v in w.tolist()}
     assert values <= {round(2 / 3, 5), round(1 / 3, 5)}  # (D - |d| + 1) / (D + 1) for d = 1, 2
     assert math.isfinite(epoch_records(tmp_path / "run")[-1]["train_total"])
+
+
+def test_auto_workers_share_the_cores_not_the_thread_count(monkeypatch):
+    """train.workers=-1 on CUDA under torchrun: the node's cores shared among its ranks, at most 8; torchrun's
+    OMP_NUM_THREADS=1 (one torch thread) used to leave one worker per rank. None on CPU."""
+    from hico.train.trainer import _auto_workers
+
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 1)  # as under torchrun
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(16)), raising=False)
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")
+    assert _auto_workers(torch.device("cuda")) == 4
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "1")
+    assert _auto_workers(torch.device("cuda")) == 8
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "32")
+    assert _auto_workers(torch.device("cuda")) == 1
+    assert _auto_workers(torch.device("cpu")) == 0

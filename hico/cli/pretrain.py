@@ -57,6 +57,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def cmd_pretrain(args: argparse.Namespace) -> int:
     """Run ``hico pretrain``; returns 0 when the run finished."""
+    from hico import dist
     from hico.config import load_method
     from hico.train.trainer import pretrain
 
@@ -77,7 +78,7 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
     if data is None:
         raise ValueError("no data: pass --data PATH (a folder of videos), or --preset demo")
     cfg = load_method(args.config, [*overrides, *args.overrides, f"data.path={data}"])
-    out = args.out or _new_run_dir(cfg.name)
+    out = args.out or dist.on_rank0(lambda: _new_run_dir(cfg.name), cfg.train.device)  # one folder for all ranks
     run = pretrain(cfg, out=out, progress=progress)
     if _is_rank_zero():
         print(f"finished: {run.root}\n  backbone: {run.backbone}\n  metrics:  {run.metrics_path}")

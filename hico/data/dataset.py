@@ -73,6 +73,9 @@ class VideoDataset:
     unreadable: list[tuple[Path, str]] = field(default_factory=list)
     refused: list[tuple[str, str]] = field(default_factory=list)
     """Index rows refused because their file lies outside ``root``: (the path as written, reason)."""
+    _served: dict[tuple[Path, ...], np.ndarray] = field(default_factory=dict, repr=False, compare=False)
+    """The frames ``frames(i)`` returned, by source files: each later call is a lookup, with no ``stat`` of
+    every source file (:func:`hico.data.cache.source_key`). Shared with :meth:`subset` datasets."""
 
     def __len__(self) -> int:
         return len(self.videos)
@@ -94,8 +97,16 @@ class VideoDataset:
         return np.array([v.group for v in self.videos])
 
     def frames(self, i: int) -> np.ndarray:
-        """Frames of video ``i``, (T, S, S) uint8 (decoded once, then served from the cache)."""
-        return self.cache.load(self.videos[i].files)
+        """Frames of video ``i``, (T, S, S) uint8 (decoded once, then served from the cache).
+
+        The source files are looked at (``stat``) on the first call only: this dataset then serves the same
+        frames for its lifetime, even if a file is edited meanwhile (``scan`` the folder again to see the edit).
+        A training step calls this for every pair, so a stat of every frame file per call was the loader's cost.
+        """
+        files = tuple(self.videos[i].files)
+        if (arr := self._served.get(files)) is None:
+            arr = self._served[files] = self.cache.load(files)
+        return arr
 
     def n_frames(self, i: int) -> int:
         """Number of frames of video ``i``."""
@@ -148,7 +159,7 @@ class VideoDataset:
     def subset(self, indices: Iterable[int]) -> VideoDataset:
         """A dataset of the chosen videos, sharing this one's cache."""
         videos = [self.videos[i] for i in indices]
-        return VideoDataset(self.root, videos, self.cache, list(self.unreadable), list(self.refused))
+        return VideoDataset(self.root, videos, self.cache, list(self.unreadable), list(self.refused), self._served)
 
     def with_classes(self, classes: Sequence[str]) -> VideoDataset:
         """The videos of the named classes only; an unknown class name is an error naming it."""

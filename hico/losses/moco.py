@@ -21,6 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from hico.losses.info_nce import _autocast_off
+
 __all__ = ["MoCoLoss", "momentum_update"]
 
 
@@ -95,7 +97,14 @@ class MoCoLoss(nn.Module):
     ) -> dict[str, Tensor]:
         """The loss of queries ``out_q[key]`` (N, D) against keys ``out_k[key]`` (N, D, no gradient needed)
         and the queue; ``negatives``: optional (N, E, D) extra negatives per query, ``weights``: optional (N,)
-        per-query weights. Returns ``{"total", "moco"}`` (the same 0-dim tensor)."""
+        per-query weights. Returns ``{"total", "moco"}`` (the same 0-dim tensor).
+
+        Computed in float32 with autocast switched off, as :func:`hico.losses.info_nce`: under bf16 autocast
+        the negatives' matmuls would otherwise run in bf16 and the positive in fp32."""
+        with _autocast_off(out_q[self.key].device.type):
+            return self._loss(out_q, out_k, weights, negatives)
+
+    def _loss(self, out_q, out_k, weights, negatives) -> dict[str, Tensor]:
         q = F.normalize(out_q[self.key].float(), dim=1)
         k = F.normalize(out_k[self.key].float(), dim=1).detach()
         queue = self.queue.to(q.dtype)

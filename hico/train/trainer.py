@@ -24,6 +24,7 @@ At the start, ``labelled_videos.json`` records the videos whose labels the loss 
 from __future__ import annotations
 
 import math
+import os
 import signal
 import sys
 import time
@@ -143,6 +144,8 @@ class Trainer:
             torch.bfloat16 if (t.precision == "bf16" or (t.precision == "auto" and device.type == "cuda")) else None
         )
         self.channels_last = device.type == "cuda" if t.channels_last == "auto" else bool(t.channels_last)
+        if device.type == "cuda":  # fixed input shapes: let cuDNN pick its fastest convolutions once
+            torch.backends.cudnn.benchmark = True
 
         self.videos, self.train_idx, self.holdout_idx = self._load_data()
         self._check_labels()
@@ -156,12 +159,14 @@ class Trainer:
             train_videos, self.pair_sampler, labels, seed=t.seed, samples_per_video=t.pairs_per_video
         )
         self.batches = EpochBatchSampler(len(self.pairs), t.batch_size, seed=t.seed, rank=self.rank, world=self.world)
-        workers = (0 if device.type != "cuda" else min(8, torch.get_num_threads())) if t.workers == -1 else t.workers
+        workers = _auto_workers(device) if t.workers == -1 else t.workers
         self.loader = torch.utils.data.DataLoader(
             self.pairs,
             batch_sampler=self.batches,
             num_workers=workers,
             pin_memory=device.type == "cuda",
+            # re-forked every epoch: a persistent worker would keep its copy of ``pairs`` at the epoch it was
+            # forked in (set_epoch reaches only this process's copy), drawing the same pairs every epoch
             persistent_workers=False,
             prefetch_factor=4 if workers else None,
         )
@@ -284,9 +289,9 @@ class Trainer:
         t = self.cfg.train
         self._status("running")
         self._stop_requested = False
-        handlers = {}
-        if self.main:  # Ctrl-C / SIGTERM end the current step, then stop cleanly; a second one stops at once
-            handlers = {sig: signal.signal(sig, self._request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+        # Ctrl-C / SIGTERM end the current step, then stop cleanly; a second one stops at once. Every rank
+        # listens (torchrun forwards the signal to all) and the flag is all-reduced (:meth:`_stopping`).
+        handlers = {sig: signal.signal(sig, self._request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
         try:
             if self.epoch == 0 and self.step_in_epoch == 0 and self.main:
                 record = {"kind": "epoch", "epoch": 0, "step": 0, **self.evaluate()}  # before training
@@ -294,7 +299,7 @@ class Trainer:
                 self.run.log(record)
                 self._say(f"before training: holdout loss {record.get('holdout_con', float('nan')):.4f} {_knn(record)}")
             while self.epoch < t.epochs and not self._done():
-                if self._stop_requested:
+                if self._stopping():
                     raise _Stop
                 self.train_epoch()
                 if self.step_in_epoch < self.steps_per_epoch:  # stopped by max_steps mid-epoch
@@ -328,6 +333,11 @@ class Trainer:
             raise KeyboardInterrupt
         self._stop_requested = True
         self._say("stopping after this step (press Ctrl-C again to stop at once, without saving)")
+
+    def _stopping(self) -> bool:
+        """Whether a stop was requested on ANY rank (one tiny all-reduce under torchrun), so that every rank
+        stops after the same step and rank 0 saves: a rank that stopped alone would leave the others waiting."""
+        return dist.any_rank(self._stop_requested)
 
     def _done(self) -> bool:
         return bool(self.cfg.train.max_steps) and self.global_step >= self.cfg.train.max_steps
@@ -370,7 +380,7 @@ class Trainer:
                     )
             if t.checkpoint_every and self.global_step % t.checkpoint_every == 0:
                 self.save()
-            if self._stop_requested:
+            if self._stopping():
                 raise _Stop
             if self._done():
                 break
@@ -405,9 +415,10 @@ class Trainer:
                 else " before its first checkpoint, so there is nothing to resume: start it anew (a lower train.lr "
                 "often helps)"
             )
+            on = "" if e.rank is None else f" on rank {e.rank}"
             raise NonFiniteLossError(
-                f"non-finite loss at step {self.global_step + 1} (epoch {self.epoch + 1}): term {e.term!r} is "
-                f"{e.value}; stopped{kept}", e.term, e.value,
+                f"non-finite loss{on} at step {self.global_step + 1} (epoch {self.epoch + 1}): term {e.term!r} is "
+                f"{e.value}; stopped{kept}", e.term, e.value, e.rank,
             ) from None  # fmt: skip
         self.scheduler.step()
         return terms
@@ -509,6 +520,16 @@ class Trainer:
     def _say(self, msg: str) -> None:
         if self.main:
             print(msg, file=sys.stderr, flush=True)
+
+
+def _auto_workers(device: torch.device) -> int:
+    """``train.workers=-1``: none on CPU (frames come from the cache in the training process); on CUDA this
+    node's CPU cores shared among its ranks (torchrun's ``LOCAL_WORLD_SIZE``), at most 8. Not the torch thread
+    count: torchrun sets ``OMP_NUM_THREADS=1``, which would leave one worker per rank."""
+    if device.type != "cuda":
+        return 0
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return min(8, max(1, cores // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))))
 
 
 def _method_state(ckpt: dict) -> dict:
