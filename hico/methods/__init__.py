@@ -22,7 +22,7 @@ import importlib
 import math
 from typing import TYPE_CHECKING, Any
 
-from hico.names import SOFT_CE_SKIPPED, TERMS, term_names
+from hico.names import LEVELS, SOFT_CE_SKIPPED, TERMS, term_names
 
 if TYPE_CHECKING:
     from torch import nn
@@ -81,7 +81,7 @@ def chance_level(config: dict[str, Any], term: str) -> float | None:
         return parts[term]
     on = set(loss.get("terms", ("local", "medium", "global", "global_local", "global_medium", "soft_ce")))
     soft_ce = classes if loss.get("smoothing", "normalized") == "normalized" else None  # both views' mean: ln K
-    contrastive = {t: 1 for t in ("local", "medium", "global") if t in on}  # InfoNCE calls per term
+    contrastive = {t: 1 for t in LEVELS if t in on}  # InfoNCE calls per term: 1 per peer term
     contrastive |= {t: 2 for t in ("global_local", "global_medium") if t in on}
     if term in contrastive:
         return None if pairs is None else contrastive[term] * pairs
