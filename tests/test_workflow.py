@@ -67,7 +67,12 @@ def test_finetune_probe_and_embed_the_demo_backbone(demo_run, tmp_path, monkeypa
     assert main([*argv, "--no-progress"]) == 0
     results = json.loads((ft / "results.json").read_text())
     assert results["n_videos"] == 36 and len(results["folds"]) == 3
-    assert sum(np.sum(f["protocols"]["honest_final"]["confusion"]) for f in results["folds"]) == 36 * 4
+    # the videos whose labels the demo run's soft_ce used (and their patients' others) are never tested
+    labelled = set(json.loads((demo_run / "labelled_videos.json").read_text())["videos"])
+    tested = [v for f in results["folds"] for v in f["test_videos"]]
+    assert labelled and results["label_overlap"] == len(labelled) and not set(tested) & labelled
+    assert len(tested) == len(set(tested)) == 36 - len(results["kept_in_training"])
+    assert sum(np.sum(f["protocols"]["honest_final"]["confusion"]) for f in results["folds"]) == len(tested) * 4
 
     probe_json = tmp_path / "probe.json"
     argv = ["probe", "--backbone", str(demo_run / "backbone.pt"), "--data", str(SAMPLES), "--size", "64"]
