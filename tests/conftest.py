@@ -4,8 +4,10 @@ short demo run for the whole session, and the location of the real data."""
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +35,17 @@ checks (epochs, held-out videos, k-NN, checkpoints) after them."""
 DEMO_TINY = (*TINY_RUN, "train.epochs=2", "train.knn_frames_per_video=2")
 """``hico pretrain --preset demo`` on data_samples/ in seconds: 2 epochs (snapshots at epochs 0, 1 and 2), 2 frames
 per video for the k-NN features, and the rest of :data:`TINY_RUN`."""
+
+
+@contextmanager
+def scratch(factory: pytest.TempPathFactory, name: str) -> Iterator[Path]:
+    """A folder for a module-scoped fixture, removed when the fixture ends (its runs hold hundreds of MB of
+    checkpoints; pytest itself would keep them until the session ends)."""
+    path = factory.mktemp(name)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def write_clip(path: Path, frames: np.ndarray, codec: str = "mpeg4", fps: int = 10) -> Path:

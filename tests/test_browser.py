@@ -17,6 +17,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from conftest import scratch
 
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -44,7 +45,11 @@ def free_port() -> int:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, tiny_runs):
-    tmp = tmp_path_factory.mktemp("browser")
+    with scratch(tmp_path_factory, "browser") as tmp:
+        yield from _serve(tmp, tiny_runs)
+
+
+def _serve(tmp: Path, tiny_runs: Path):
     env = {**os.environ, "HICO_CACHE": str(tmp / "cache"), "HICO_RUNS": str(tmp / "runs")}
     shutil.copytree(tiny_runs / "tiny", tmp / "runs" / "demo")  # the session's short demo run (conftest.py)
     port = free_port()

@@ -23,6 +23,7 @@ from typing import Any
 
 import pytest
 import torch
+from conftest import scratch
 from torch import Tensor, nn
 
 from hico import dist
@@ -214,16 +215,17 @@ def one_thread() -> Iterator[None]:
 
 
 @pytest.fixture(scope="module")
-def ranks(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, Any]]:
+def ranks(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[dict[str, Any]]]:
     """Run ``_worker`` on 2 gloo ranks; the results of rank 0 and rank 1."""
     if not torch.distributed.is_available():
         pytest.skip("torch.distributed is not available in this torch build")
-    workdir = tmp_path_factory.mktemp("dist")
-    for case, (model_cfg, *_) in {**CASES, **STEP_CASES}.items():  # the same initial weights in every process
-        torch.manual_seed(0)
-        torch.save(HiCoNet(ModelConfig(**model_cfg)).double().state_dict(), workdir / f"{case}.pt")
-    torch.multiprocessing.spawn(_worker, args=(_free_port(), str(workdir)), nprocs=WORLD, join=True)
-    return [torch.load(workdir / f"rank{r}.pt", weights_only=False) for r in range(WORLD)]
+    with scratch(tmp_path_factory, "dist") as workdir:
+        for case, (model_cfg, *_) in {**CASES, **STEP_CASES}.items():  # the same initial weights in every process
+            torch.manual_seed(0)
+            torch.save(HiCoNet(ModelConfig(**model_cfg)).double().state_dict(), workdir / f"{case}.pt")
+        torch.multiprocessing.spawn(_worker, args=(_free_port(), str(workdir)), nprocs=WORLD, join=True)
+        results = [torch.load(workdir / f"rank{r}.pt", weights_only=False) for r in range(WORLD)]
+    yield results
 
 
 @pytest.mark.slow

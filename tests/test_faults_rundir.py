@@ -10,12 +10,13 @@ import errno
 import json
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
-from conftest import TINY_RUN
+from conftest import TINY_RUN, scratch
 
 from hico.cli import main
 from hico.config import ConfigError, load_method
@@ -161,13 +162,14 @@ def test_every_page_that_lists_runs_shows_a_corrupt_run_as_unreadable_and_the_ot
 
 # ------------------------------------------------------------------------------------------------ --resume
 @pytest.fixture(scope="module")
-def finished_run(tiny_data, tmp_path_factory) -> Path:
+def finished_run(tiny_data, tmp_path_factory) -> Iterator[Path]:
     """A finished 2-epoch run (last.pt, best.pt), copied by each test that breaks it."""
-    out = tmp_path_factory.mktemp("resume") / "run"
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("HICO_CACHE", str(out.parent / "cache"))
+    with scratch(tmp_path_factory, "resume") as tmp, pytest.MonkeyPatch.context() as mp:
+        out = tmp / "run"
+        mp.setenv("HICO_CACHE", str(tmp / "cache"))
         assert main(pretrain_args(tiny_data, out, ("train.epoch_checkpoints=false",))) == 0
-    return out
+        mp.undo()
+        yield out
 
 
 @pytest.fixture
