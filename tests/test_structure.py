@@ -30,7 +30,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("hico.train.rundir", "hico.train.labelled"),  # a run directory's files, which evaluation reads too
     ("hico.eval",),  # features, k-NN, probe, fine-tuning of a backbone (the trainer's k-NN monitor uses it)
     ("hico.train",),  # pretraining
-    ("hico.runs", "hico.demo"),  # processes and run folders for the app; the demo
+    ("hico.runs", "hico.demo", "hico.study"),  # processes and run folders for the app; the demo; the study
     ("hico.cli",),  # the command line, on top of everything
 ]
 """Lowest first. A module belongs to the layer of its longest listed prefix."""

@@ -8,6 +8,7 @@
     hico demo                           the end-to-end demo on data_samples/ (pairs and augmentations)
     hico finetune / probe / embed ...   evaluate a backbone (:mod:`hico.cli.finetune`, :mod:`hico.cli.probe`,
                                         :mod:`hico.cli.embed`)
+    hico study ...                      the label-efficiency study: methods x label fractions x protocols
 
 Building the parser imports no torch: ``hico --help`` and ``hico data scan`` start in a fraction of a second;
 each command imports the modules it runs inside its function.
@@ -55,12 +56,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every ``hico`` sub-command (imports no torch)."""
-    from hico.cli import data, demo, embed, finetune, model, pretrain, probe
+    from hico.cli import data, demo, embed, finetune, model, pretrain, probe, study
 
     p = argparse.ArgumentParser(prog="hico", description="HiCo workbench: contrastive pretraining on ultrasound video")
     p.add_argument("--version", action="version", version=f"hico {__version__}")
     sub = p.add_subparsers(metavar="COMMAND")
-    for group in (data, model, pretrain, demo, finetune, probe, embed):
+    for group in (data, model, pretrain, demo, finetune, probe, embed, study):
         group.register(sub)
     return p
 

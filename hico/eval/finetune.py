@@ -339,16 +339,26 @@ def inner_split(labels: np.ndarray, groups: np.ndarray, fraction: float, seed: i
     ``holdout_split`` holds out one of ``round(1 / fraction)`` grouped, stratified folds; on a small training
     set (fewer groups than that, or fewer videos than that in every class) scikit-learn refuses the split, so
     the number of folds is then capped (a larger share is held out). sklearn's warning about small classes is
-    silenced: the split is still grouped and as stratified as the counts allow.
+    silenced: the split is still grouped and as stratified as the counts allow. When even that is refused (a
+    few labelled videos, e.g. one per class in a small label budget), a seeded ``round(fraction * groups)`` of the
+    patient groups (at least one, never all) is held out, grouped but not stratified.
     """
     labels, groups = np.asarray(labels), np.asarray(groups)
     k = max(2, round(1 / fraction))
     cap = min(len(np.unique(groups)), int(np.bincount(labels).max()))
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="The least populated class", category=UserWarning)
-        if k <= cap:
-            return holdout_split(labels, groups, fraction=fraction, seed=seed)
-        return kfold_splits(labels, groups, k=max(2, cap), seed=seed)[0]
+        try:
+            if k <= cap:
+                return holdout_split(labels, groups, fraction=fraction, seed=seed)
+            return kfold_splits(labels, groups, k=max(2, cap), seed=seed)[0]
+        except ValueError:
+            if len(np.unique(groups)) < 2:
+                raise
+    names = np.random.default_rng(seed).permutation(np.unique(groups))
+    held = names[: min(len(names) - 1, max(1, round(fraction * len(names))))]
+    val = np.isin(groups, held)
+    return np.flatnonzero(~val), np.flatnonzero(val)
 
 
 def _choose_epochs(history: list[dict]) -> dict[str, int]:
@@ -385,6 +395,7 @@ def finetune(
     cfg: FinetuneConfig,
     progress: bool = True,
     keep_in_training: Sequence[str] = (),
+    splits: list[tuple[np.ndarray, np.ndarray]] | None = None,
 ) -> dict:
     """Fine-tune the backbone ``backbone_spec`` on ``videos``, ``cfg.folds``-fold, and score it.
 
@@ -396,6 +407,10 @@ def finetune(
         progress: a tqdm bar per fold (epochs), with loss and accuracies in its postfix.
         keep_in_training: ids of further videos never to test (nor to use as inner validation), e.g. another
             backbone's labelled videos, to compare two backbones on the same test videos.
+        splits: the folds as (train, test) positions in ``videos`` (after ``cfg.classes``), chosen by the
+            caller, who then answers for them (``hico study`` trains on a label budget, a part of each fold's
+            training videos, and keeps every backbone's labelled videos out of its test folds); default: grouped,
+            stratified ``cfg.folds``-fold, constrained by the pretraining's labelled videos.
 
     Returns:
         A JSON-serialisable dict: ``config``, ``backbone``, ``data``, ``classes``, ``device``, ``protocols``
@@ -428,7 +443,8 @@ def finetune(
     labels, groups = videos.labels, videos.groups
     ids = np.array([v.video_id for v in videos.videos])
     seen = guard(backbone_spec, videos.root, ids.tolist(), keep_in_training)
-    splits = seen.constrain(kfold_splits(labels, groups, k=cfg.folds, seed=cfg.seed), groups)
+    if splits is None:
+        splits = seen.constrain(kfold_splits(labels, groups, k=cfg.folds, seed=cfg.seed), groups)
     never_tested = np.ones(len(ids), dtype=bool)
     for _, test_idx in splits:
         never_tested[test_idx] = False

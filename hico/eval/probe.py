@@ -53,7 +53,12 @@ def probe_splits(
     return [(vids[tr], vids[te]) for tr, te in splits]
 
 
-def _fit_linear(x_train: np.ndarray, y_train: np.ndarray, C: float, max_iter: int):
+def fit_linear(x_train: np.ndarray, y_train: np.ndarray, C: float = 1.0, max_iter: int = 2000):
+    """A ``StandardScaler -> LogisticRegression(C)`` pipeline fitted on the rows; returns (model, converged).
+
+    Raises:
+        ValueError: the training rows hold a single class.
+    """
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
@@ -150,7 +155,7 @@ def probe(
         knn_pred = np.full(len(y), -1, dtype=np.int64)
         lin_acc, knn_acc, converged = [], [], True
         for train, test in masks:
-            model, ok = _fit_linear(x[train], y[train], C, max_iter)
+            model, ok = fit_linear(x[train], y[train], C, max_iter)
             converged &= ok
             lin_pred[test] = model.predict(x[test])
             knn_pred[test] = knn_predict(x[train], y[train], x[test], k=k, num_classes=n_classes)

@@ -297,7 +297,7 @@ class Trainer:
                 record = {"kind": "epoch", "epoch": 0, "step": 0, **self.evaluate()}  # before training
                 self.save_epoch_checkpoint()
                 self.run.log(record)
-                self._say(f"before training: holdout loss {record.get('holdout_con', float('nan')):.4f} {_knn(record)}")
+                self._say(f"before training:{_monitor(record)}")
             while self.epoch < t.epochs and not self._done():
                 if self._stopping():
                     raise _Stop
@@ -439,8 +439,8 @@ class Trainer:
         if self.main:
             self.run.log(record)
             self._say(
-                f"epoch {self.epoch}/{self.cfg.train.epochs}: loss {record.get('train_total', float('nan')):.4f} "
-                f"holdout loss {record.get('holdout_con', float('nan')):.4f} {_knn(record)}"
+                f"epoch {self.epoch}/{self.cfg.train.epochs}: loss {record.get('train_total', float('nan')):.4f}"
+                f"{_monitor(record)}"
             )
         self._status("running")
 
@@ -551,9 +551,12 @@ def _snapshot_epoch(epoch: int, epochs: int) -> bool:
     return epoch == epochs or epoch & (epoch - 1) == 0
 
 
-def _knn(record: dict) -> str:
-    """``knn_local=0.812 ...``: the k-NN accuracies of an epoch record."""
-    return " ".join(f"{k}={v:.3f}" for k, v in record.items() if k.startswith("knn_") and v is not None)
+def _monitor(record: dict) -> str:
+    """`` holdout loss 4.1 knn_local=0.812 ...``: what an epoch record holds of the held-out monitor (nothing
+    without held-out videos)."""
+    parts = [f"holdout loss {record['holdout_con']:.4f}"] if "holdout_con" in record else []
+    parts += [f"{k}={v:.3f}" for k, v in record.items() if k.startswith("knn_") and v is not None]
+    return "".join(f" {p}" for p in parts)
 
 
 def _constant_then_cosine(step: int, constant: int, total: int) -> float:
