@@ -20,6 +20,7 @@ for path in (HERE, HERE.parent):  # the pages beside this file, and the hico pac
     if str(path) not in sys.path:
         sys.path.insert(0, str(path))
 
+import compare_page  # noqa: E402
 import curves_page  # noqa: E402
 import data_page  # noqa: E402
 import embeddings_page  # noqa: E402
@@ -37,6 +38,7 @@ pages = [
     st.Page(curves_page.page, title="Curves", url_path="curves"),
     st.Page(embeddings_page.page, title="Embeddings", url_path="embeddings"),
     st.Page(evaluate_page.page, title="Evaluate", url_path="evaluate"),
+    st.Page(compare_page.page, title="Compare", url_path="compare"),
 ]
 dataset_path()  # on every page: the session's dataset (or the URL's, after a reload) stays named in the URL
 st.navigation(pages).run()

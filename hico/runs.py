@@ -309,6 +309,68 @@ def finetune_jobs(folder: str | os.PathLike[str]) -> list[JobStatus]:
     return jobs
 
 
+def studies_root(root: str | os.PathLike[str] | None = None) -> Path:
+    """Where the app keeps label-efficiency studies: ``<runs>/studies`` (:func:`runs_root` by default)."""
+    return Path(runs_root() if root is None else root) / "studies"
+
+
+def launch_study(
+    name: str,
+    options: list[str] | tuple[str, ...],
+    root: str | os.PathLike[str] | None = None,
+    env: dict[str, str] | None = None,
+) -> tuple[Path, subprocess.Popen]:
+    """Start ``hico study OPTIONS --out <studies>/<name>-<time>`` in the background; returns (folder, process)."""
+    out = reserve_run_dir(studies_root(root), name)
+    return out, _start(["study", *options, "--out", str(out), "--no-progress"], out, env)
+
+
+@dataclass
+class StudyInfo:
+    """A study folder as the app lists it: how far it is (cells done of cells asked) and how its job stands."""
+
+    path: Path
+    state: str  # running | finished | failed | dead | stopped (not launched from here, not complete)
+    done: int
+    total: int
+    error: str
+    config: dict
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+
+def study_info(path: str | os.PathLike[str]) -> StudyInfo | None:
+    """The :class:`StudyInfo` of a folder holding ``study.json`` or a launched ``hico study``; None otherwise."""
+    path = Path(path)
+    job = job_status(path)
+    try:
+        study = json.loads((path / "study.json").read_text(encoding="utf-8"))
+        config = study["config"]
+        asked = {(f"{f:g}", p) for f in config["label_fractions"] for p in config["protocols"]}
+        done = sum(tuple(key.split("|")[1:]) in asked for key in study["cells"])
+        total = len(config["methods"]) * len(asked)
+    except (OSError, ValueError, KeyError, TypeError):
+        if job is None:
+            return None
+        config, done, total = {}, 0, 0
+    if job is not None:
+        state, error = job.state, job.error
+    else:
+        state, error = ("finished" if total and done >= total else "stopped"), ""
+    return StudyInfo(path, state, done, total, error, config)
+
+
+def list_studies(root: str | os.PathLike[str] | None = None) -> list[StudyInfo]:
+    """Every study folder under :func:`studies_root`, the newest first."""
+    folder = studies_root(root)
+    if not folder.is_dir():
+        return []
+    found = [info for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".") and (info := study_info(p))]
+    return sorted(found, key=lambda s: s.path.stat().st_mtime, reverse=True)
+
+
 def _start(args: list[str], out: Path, env: dict[str, str] | None) -> subprocess.Popen:
     """Run ``hico ARGS`` writing ``out`` in the background: console output to :func:`log_path`, its process id beside
     it, and :data:`STATUS_ENV` naming :func:`exit_path` for the command to record its end in."""

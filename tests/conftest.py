@@ -123,6 +123,34 @@ def tiny_data(tmp_path_factory) -> Path:
     return write_dataset(root / "set", videos_per_class=6, n_frames=4, size=48, seed=1, progress=False)
 
 
+TINY_STUDY = ("--methods", "simclr", "random", "--label-fractions", "0.25", "1", "--protocols", "knn", "probe",
+              "--folds", "3", "--size", "32", "--epochs", "1", "--pairs-per-video", "2", "--batch-size", "8",
+              "--frames-per-video", "2", "--bootstrap", "50", "--no-progress")  # fmt: skip
+"""``hico study`` options (with ``--pretrain-data``, ``--eval-data`` and ``--out``) of a study of seconds."""
+
+
+@pytest.fixture(scope="session")
+def tiny_study(tmp_path_factory) -> Path:
+    """A finished study folder: :data:`TINY_STUDY` on data_samples/, made once per session. Read it only."""
+    from hico.cli import SAMPLES, main
+
+    root = tmp_path_factory.mktemp("study")
+    argv = [
+        "study",
+        *TINY_STUDY,
+        "--pretrain-data",
+        str(SAMPLES),
+        "--eval-data",
+        str(SAMPLES),
+        "--out",
+        str(root / "tiny"),
+    ]
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("HICO_CACHE", str(root / "cache"))
+        assert main(argv) == 0
+    return root / "tiny"
+
+
 @pytest.fixture(scope="session")
 def tiny_runs(tmp_path_factory) -> Path:
     """A runs folder holding one finished run, ``tiny``: the demo preset with :data:`DEMO_TINY`, pretrained once

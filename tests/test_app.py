@@ -432,3 +432,26 @@ def test_curves_page_titles_fit_and_no_deprecation_is_logged(tmp_path):
     ]
     titles = [json.loads(c.proto.spec)["layout"]["title"]["text"] for c in at.get("plotly_chart")]
     assert len(titles) == 5 and all(len(t) <= 40 for t in titles), titles
+
+
+def test_compare_page_draws_a_studys_curves_table_and_f1(tiny_study, tmp_path):
+    """The Compare page lists a study under HICO_RUNS/studies, draws one line per method (with its band) per
+    protocol, the table and the F1 per class, and offers the CSV."""
+    import shutil
+
+    shutil.copytree(tiny_study, tmp_path / "runs" / "studies" / "tiny")
+    at = page("compare_page").run()
+    assert not at.exception
+    assert [t.label for t in at.tabs] == ["k-NN on frozen features", "linear probe on frozen features"]
+    charts = at.get("plotly_chart")
+    assert len(charts) == 2
+    for chart in charts:
+        figure = json.loads(chart.proto.spec)
+        named = sorted(trace["name"] for trace in figure["data"] if trace.get("name"))
+        assert named == ["random", "simclr"]
+        assert len(figure["data"]) == 4  # a line and a band per method
+    frames = at.dataframe
+    table = frames[-1].value
+    assert len(table) == 2 * 2 * 2  # methods x fractions x protocols
+    assert any(str(c).startswith("F1 ") for c in frames[0].value.columns)
+    assert at.get("download_button")

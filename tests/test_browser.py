@@ -34,6 +34,7 @@ PAGES = [  # (url path, text that shows the page has rendered its content)
     ("curves", "Training loss"),
     ("embeddings", "silhouette"),
     ("evaluate", "Run the probe"),
+    ("compare", "Every result"),
 ]
 
 
@@ -44,14 +45,15 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory, tiny_runs):
+def server(tmp_path_factory, tiny_runs, tiny_study):
     with scratch(tmp_path_factory, "browser") as tmp:
-        yield from _serve(tmp, tiny_runs)
+        yield from _serve(tmp, tiny_runs, tiny_study)
 
 
-def _serve(tmp: Path, tiny_runs: Path):
+def _serve(tmp: Path, tiny_runs: Path, tiny_study: Path):
     env = {**os.environ, "HICO_CACHE": str(tmp / "cache"), "HICO_RUNS": str(tmp / "runs")}
     shutil.copytree(tiny_runs / "tiny", tmp / "runs" / "demo")  # the session's short demo run (conftest.py)
+    shutil.copytree(tiny_study, tmp / "runs" / "studies" / "tiny")  # and its tiny study
     port = free_port()
     cmd = [sys.executable, "-m", "streamlit", "run", str(ROOT / "app" / "main.py"), "--server.port", str(port)]
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
