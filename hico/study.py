@@ -203,11 +203,11 @@ class Study:
 
         if method in BASELINES:
             return method, None
+        if method in method_names():  # a name first: ``hico`` is also the package's folder
+            return method, method
         path = Path(method).expanduser()
         if path.exists():
             return (path.name if path.is_dir() else f"{path.parent.name}/{path.name}"), None
-        if method in method_names():
-            return method, method
         raise ValueError(
             f"--methods {method}: not a method (one of {', '.join(method_names())}), not random / imagenet, "
             "and no such run directory or weights file"

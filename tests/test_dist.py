@@ -510,6 +510,7 @@ def _stop_worker(rank: int, jobs: list[tuple[str, int]], data: str, workdir: str
     torch.save(seen, Path(workdir) / f"stop_rank{rank}.pt")
 
 
+@pytest.mark.slow  # two processes
 def test_stop_and_non_finite_loss_on_one_rank_stop_every_rank(tmp_path: Path) -> None:
     """A stop requested on rank 0 only: both ranks stop after step 2 and rank 0 saves last.pt at step 2 (before:
     rank 1 went on alone and died waiting). A non-finite loss on rank 1 only: both ranks raise

@@ -33,6 +33,23 @@ def index_rows(root: Path) -> list[dict]:
 
 
 @pytest.mark.parametrize(("name", "n_files"), [("pocus", 156), ("covid_blues", 362)])
+def test_a_sample_of_clips_decodes_to_the_index_counts(shared_data, tmp_path, name, n_files):
+    """The fast lane's check of the real data: the index, and every 25th clip decoded (all of them: below)."""
+    root = shared_data / name
+    rows = index_rows(root)
+    assert len(rows) == n_files
+    ds = scan(root, size=SIZE, cache_dir=tmp_path)
+    assert len(ds) == n_files
+    assert Counter(v.label for v in ds.videos) == Counter(r["class"] for r in rows)
+    expected = {r["video_id"]: int(r["n_frames"]) for r in rows}
+    for i in range(0, len(ds), 25):
+        f = ds.frames(i)
+        assert len(f) == expected[ds.videos[i].video_id]
+        assert f.dtype == np.uint8 and f.shape[1:] == (SIZE, SIZE) and f.std() > 0
+
+
+@pytest.mark.slow  # decodes all 518 clips: half a minute
+@pytest.mark.parametrize(("name", "n_files"), [("pocus", 156), ("covid_blues", 362)])
 def test_every_clip_loads_and_counts_match_the_index(shared_data, real_cache, name, n_files):
     root = shared_data / name
     rows = index_rows(root)
@@ -65,6 +82,7 @@ def test_pocus_folds_keep_patients_apart(shared_data, real_cache):
         assert set(groups[tr]).isdisjoint(groups[te])
 
 
+@pytest.mark.slow  # decodes every POCUS clip (after the test above, from its cache)
 def test_scan_json_on_pocus(shared_data, real_cache, capsys):
     code = main(
         ["data", "scan", str(shared_data / "pocus"), "--json", "--size", str(SIZE), "--cache-dir", str(real_cache)]

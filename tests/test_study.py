@@ -116,3 +116,17 @@ def test_study_refuses_an_unknown_method_in_one_line(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "--methods nosuch" in err
     assert not (tmp_path / "s" / "study.json").exists()
+
+
+def test_a_method_name_wins_over_a_folder_of_that_name(tmp_path, monkeypatch):
+    """``hico`` names the method even where a folder ``hico`` exists (the project's own package, in its root)."""
+    from hico.study import Study, StudyConfig
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "hico").mkdir()
+    run = tmp_path / "runs" / "mine"
+    run.mkdir(parents=True)
+    study = Study(StudyConfig(methods=["hico"], eval_data=str(SAMPLES), out=str(tmp_path / "s")), progress=False)
+    assert study.spec_of("hico") == ("hico", "hico")
+    assert study.spec_of("random") == ("random", None)
+    assert study.spec_of(str(run)) == ("mine", None)
