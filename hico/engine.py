@@ -11,6 +11,7 @@ import math
 from collections.abc import Collection
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from hico import dist
@@ -31,6 +32,14 @@ def forward_views(
     out1 = {k: v[:b] for k, v in out.items() if isinstance(v, Tensor)}
     out2 = {k: v[b:] for k, v in out.items() if isinstance(v, Tensor)}
     return out1, out2
+
+
+def pair_similarities(z1: Tensor, z2: Tensor) -> tuple[float, float]:
+    """Mean cosine similarity of the B positive pairs (row i of ``z1`` with row i of ``z2``) and of the B(B - 1)
+    negative combinations (row i of ``z1`` with row j != i of ``z2``), for (B, D) embeddings, B >= 2."""
+    sim = F.normalize(z1.float(), dim=1) @ F.normalize(z2.float(), dim=1).T
+    off = ~torch.eye(len(sim), dtype=torch.bool, device=sim.device)
+    return float(sim.diagonal().mean()), float(sim[off].mean())
 
 
 class NonFiniteLossError(ValueError, RuntimeError):

@@ -74,3 +74,19 @@ def _calls(path: Path) -> set[str]:
 def test_the_trainer_and_both_step_benchmarks_call_the_same_step():
     for path in ("hico/train/trainer.py", "bench/step_overhead.py", "bench/train_throughput.py"):
         assert "train_step" in _calls(ROOT / path), path
+
+
+def test_pair_similarities_are_the_mean_cosines_of_pairs_and_of_the_rest():
+    from hico.engine import pair_similarities
+
+    g = torch.Generator().manual_seed(0)
+    z1, z2 = torch.randn(5, 7, generator=g), torch.randn(5, 7, generator=g)
+    z2[2] = 3 * z1[2]  # one pair points the same way: cosine 1
+
+    def cos(a, b):
+        return float(a @ b) / (float(a.norm()) * float(b.norm()))
+
+    pos = sum(cos(z1[i], z2[i]) for i in range(5)) / 5
+    neg = sum(cos(z1[i], z2[j]) for i in range(5) for j in range(5) if i != j) / 20
+    got = pair_similarities(z1, z2)
+    assert got == pytest.approx((pos, neg), abs=1e-6)

@@ -174,9 +174,9 @@ def test_mocov2_holdout_loss_does_not_depend_on_the_queue(tmp_path, monkeypatch)
                                  f"data.path={data}"])  # fmt: skip
     trainer = Trainer(cfg, RunDir.create(tmp_path / "run", cfg.to_dict()), torch.device("cpu"))
     model = trainer.model.eval()
-    before = trainer._holdout_loss(model)
+    before = trainer._holdout(model)["holdout_con"]
     trainer.method.loss.enqueue(torch.randn(8, 128))  # a different queue: the held-out loss stays the same
-    assert trainer._holdout_loss(model) == pytest.approx(before)
+    assert trainer._holdout(model)["holdout_con"] == pytest.approx(before)
     assert math.log(2 * 4 - 1) * 0.5 < before < math.log(2 * 4 - 1) * 1.5  # an InfoNCE over a batch of 4 pairs
 
 

@@ -93,6 +93,7 @@ def test_run_directory_holds_everything(tiny_data, tmp_path):
         } <= set(r)
     for r in epochs[1:]:
         assert {"train_total", "holdout_con", "knn_local", "knn_medium", "knn_global", "pairs_per_s"} <= set(r)
+        assert -1 <= r["holdout_neg_sim"] <= 1 and -1 <= r["holdout_pos_sim"] <= 1
         assert 0 <= r["knn_global"] <= 1
     assert [r["step"] for r in steps] == list(range(1, len(steps) + 1))
     # the lr is constant for one epoch, then decays
@@ -281,7 +282,7 @@ def test_non_finite_loss_stops_naming_step_and_term(tiny_data, tmp_path, monkeyp
             return terms
 
         self.method.loss.forward = poisoned
-        self._holdout_loss = lambda model: 0.0  # keep the counter on training steps
+        self._holdout = lambda model: {"holdout_con": 0.0}  # keep the counter on training steps
 
     monkeypatch.setattr(Trainer, "__init__", init)
     out = tmp_path / "run"

@@ -50,7 +50,7 @@ def test_demo_preset_pretrains_and_learns(demo_run):
     for name in ("config.yaml", "metrics.jsonl", "backbone.pt", "checkpoints/last.pt", "checkpoints/best.pt"):
         assert (demo_run / name).is_file(), name
     epochs = [r for r in read_metrics(demo_run) if r["kind"] == "epoch"]
-    assert [r["epoch"] for r in epochs] == list(range(11))  # before training, then 10 epochs
+    assert [r["epoch"] for r in epochs] == list(range(31))  # before training, then 30 epochs
     assert all(math.isfinite(v) for r in epochs for v in r.values() if isinstance(v, float))
     before, first, last = epochs[0], epochs[1], epochs[-1]
     # The promise of the preset: the loss falls and k-NN accuracy on held-out videos rises.

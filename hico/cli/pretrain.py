@@ -12,16 +12,18 @@ from hico.train.rundir import RESUMABLE
 
 PRESETS: dict[str, dict] = {
     "demo": {
-        "about": "data_samples/ at 64 px on a laptop CPU in about 2 minutes: the loss falls, k-NN accuracy rises",
+        "about": "HiCo on data_samples/ at 32 px, 360 steps, about 2 minutes on a laptop CPU: the loss falls well below "
+        "its chance level, positive pairs pull apart from negatives, k-NN accuracy of held-out videos rises",
         "data": SAMPLES,
-        "overrides": [
+        "overrides": [  # the classroom scale: few pixels and many steps (at 64 px, 120 steps stayed at chance)
             "model.init=random",
-            "augment.size=64",
-            "data.working_size=128",
-            "train.epochs=10",
+            "augment.size=32",
+            "data.working_size=64",
+            "train.epochs=30",
             "train.batch_size=16",
             "train.pairs_per_video=8",
-            "train.lr=0.002",
+            "train.lr=0.003",
+            "loss.temperature=0.2",
             "train.constant_epochs=0",
             "train.log_every=4",
             "train.holdout=0.34",

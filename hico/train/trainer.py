@@ -41,7 +41,7 @@ from hico.data import VideoDataset, scan
 from hico.data.augment import BatchAugment
 from hico.data.cache import default_cache_dir
 from hico.data.pairs import PairDataset, make_views
-from hico.engine import NonFiniteLossError, train_step, trainable_parameters
+from hico.engine import NonFiniteLossError, forward_views, pair_similarities, train_step, trainable_parameters
 from hico.io import DiskFullError
 from hico.methods import build_method
 from hico.models import HiCoNet
@@ -455,7 +455,7 @@ class Trainer:
         model.eval()
         self.method.eval()
         try:
-            out["holdout_con"] = self._holdout_loss(model)
+            out.update(self._holdout(model))
             if t.knn_every and (self.epoch % t.knn_every == 0 or self.epoch == t.epochs):
                 from hico.eval.features import extract_features
                 from hico.eval.knn import level_knn_accuracy
@@ -475,9 +475,11 @@ class Trainer:
         return out
 
     @torch.no_grad()
-    def _holdout_loss(self, model: nn.Module) -> float:
-        """Mean held-out criterion of the method (HiCo: ``con``, without labels) on fixed pairs of held-out
-        videos, model in eval mode (see each method's ``holdout_loss``)."""
+    def _holdout(self, model: nn.Module) -> dict[str, float]:
+        """On fixed pairs of held-out videos, model in eval mode: ``holdout_con``, the mean held-out criterion of
+        the method (HiCo: ``con``, without labels; see each method's ``holdout_loss``), and the mean cosine
+        similarity of the global embeddings of the two frames of a pair (``holdout_pos_sim``) and of two frames
+        of different pairs (``holdout_neg_sim``): learning pulls the first up and keeps the second down."""
         videos = self.videos.subset(self.holdout_idx)
         per_video = max(1, math.ceil(2 * self.cfg.train.batch_size / len(videos)))
         pairs = PairDataset(videos, self.pair_sampler, None, seed=self.cfg.train.seed + 1, samples_per_video=per_video)
@@ -485,7 +487,8 @@ class Trainer:
             pairs, batch_size=self.cfg.train.batch_size, drop_last=len(pairs) > self.cfg.train.batch_size
         )
         gen = torch.Generator(self.device).manual_seed(self.cfg.train.seed + 1)
-        total, n = 0.0, 0
+        total, pos, neg, n = 0.0, 0.0, 0.0, 0
+        has_global = "global" in model.output_names
         for batch in loader:
             if len(batch["frames"]) < 2:
                 continue
@@ -495,8 +498,15 @@ class Trainer:
                 self.device.type, dtype=self.autocast or torch.bfloat16, enabled=self.autocast is not None
             ):
                 total += float(self.method.holdout_loss(model, v1, v2, self._loss_weights(batch)))
+                if has_global:
+                    z1, z2 = (z["global"] for z in forward_views(model, v1, v2, ("global",)))
+            if has_global:
+                p, q = pair_similarities(z1, z2)
+                pos, neg = pos + p, neg + q
             n += 1
-        return total / max(n, 1)
+        n = max(n, 1)
+        sims = {"holdout_pos_sim": pos / n, "holdout_neg_sim": neg / n} if has_global else {}
+        return {"holdout_con": total / n, **sims}
 
     # ------------------------------------------------------------------------------------------- helpers
     def _loss_weights(self, batch: dict) -> torch.Tensor | None:
