@@ -75,6 +75,7 @@ def charts(chosen: list, live: bool) -> None:
         knn = _figure("k-NN accuracy per level", "epoch", "accuracy")
         lr = _figure("Learning rate", "step", "lr")
         speed = _figure("Throughput", "epoch", "pairs/s")
+        sims = _figure("Held-out pairs: cosine similarity", "epoch", "cosine similarity")
         for i, info in enumerate(chosen):
             name, colour = info.name, COLOURS[i % len(COLOURS)]
             try:
@@ -114,6 +115,13 @@ def charts(chosen: list, live: bool) -> None:
                         line=dict(color=colour, dash=dash),
                     )  # fmt: skip
             speed.add_scatter(x=epoch_x, y=[r.get("pairs_per_s") for r in trained], name=name, line=line)
+            for key, label, dash in (("pos", "positive pairs", "solid"), ("neg", "negatives", "dot")):
+                points = [(r["epoch"], r[f"holdout_{key}_sim"]) for r in epochs if f"holdout_{key}_sim" in r]
+                if points:
+                    sims.add_scatter(
+                        x=[p[0] for p in points], y=[p[1] for p in points], name=f"{name}: {label}",
+                        line=dict(color=colour, dash=dash),
+                    )  # fmt: skip
             if info.state in ("failed", "dead"):
                 st.error(f"{name}: {info.error or 'the process is gone'}")
         left, right = st.columns(2)
@@ -122,6 +130,12 @@ def charts(chosen: list, live: bool) -> None:
         left.plotly_chart(terms, width="stretch")
         right.plotly_chart(lr, width="stretch")
         left.plotly_chart(speed, width="stretch")
+        if sims.data:
+            left.plotly_chart(sims, width="stretch")
+            left.caption(
+                "Global embeddings of fixed pairs of held-out videos: learning pulls the two frames of a pair together "
+                "(solid) and keeps frames of different videos apart (dotted). A random network maps everything alike."
+            )
         finetuning = finetune_figure(chosen)
         if finetuning.data:
             right.plotly_chart(finetuning, width="stretch")

@@ -147,7 +147,11 @@ def test_curves_page_empty_then_plots_a_run(tiny_runs, monkeypatch):
     at = page("curves_page").run()
     assert not at.exception
     assert at.multiselect[0].value == ["tiny"]
-    assert len(at.get("plotly_chart")) == 5
+    charts = at.get("plotly_chart")
+    assert len(charts) == 6
+    sims = [json.loads(c.proto.spec) for c in charts if "cosine" in c.proto.spec]
+    assert [t["name"] for t in sims[0]["data"]] == ["tiny: positive pairs", "tiny: negatives"]
+    assert all(len(t["y"]) == 3 for t in sims[0]["data"])  # before training, epochs 1 and 2
 
 
 def maps_component(at: AppTest):
@@ -174,7 +178,7 @@ def test_curves_page_compares_fine_tuning_convergence_with_a_random_init(tiny_ru
     run = tmp_path / "runs" / "tiny"  # HICO_RUNS: the tiny run without its checkpoints (backbone.pt is enough)
     shutil.copytree(tiny_runs / "tiny", run, ignore=shutil.ignore_patterns("checkpoints", "finetune"))
     at = page("curves_page").run()
-    assert len(at.get("plotly_chart")) == 5 and any("Figure 1c" in c.value for c in at.caption)
+    assert len(at.get("plotly_chart")) == 6 and any("Figure 1c" in c.value for c in at.caption)
     for spec, out in ((run, run / "finetune" / "ft"), ("random", tmp_path / "runs" / "finetune-random" / "ft")):
         argv = ["finetune", "--backbone", str(spec), "--data", str(SAMPLES), "--out", str(out), "--folds", "2",
                 "--epochs", "2", "--size", "32", "--frames-per-video", "4", "--test-frames-per-video", "4",
@@ -182,8 +186,8 @@ def test_curves_page_compares_fine_tuning_convergence_with_a_random_init(tiny_ru
         assert main(argv) == 0
     at = page("curves_page").run()
     assert not at.exception
-    figure = json.loads(at.get("plotly_chart")[5].proto.spec)
-    assert "Figure 1c" in figure["layout"]["title"]["text"]
+    figures = [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
+    [figure] = [f for f in figures if "Figure 1c" in f["layout"]["title"]["text"]]
     assert [t["name"] for t in figure["data"]] == ["tiny", "random init"]
     folds = json.loads((run / "finetune" / "ft" / "results.json").read_text())["folds"]
     pooled = sum(f["n_test_frames"] * f["history"][1]["test_accuracy"] for f in folds) / sum(
