@@ -64,3 +64,26 @@ SOFT_CE_SKIPPED = (
     "1 when the batch held exactly one labelled sample: the authors' smoothing divides by N - 1 = 0, so soft_ce "
     "was 0 for that batch (hico-code); its epoch mean is the fraction of such batches"
 )
+
+
+# loss.kind -> the loss settings that method reads, each with its label and what it means *for that method* (the
+# Train page shows these and nothing else: lambda weighs peer against cross-level terms for HiCo, but the
+# cross-entropy terms for USCL; MoCo and BYOL read neither alpha nor beta)
+KNOBS: dict[str, dict[str, tuple[str, str]]] = {
+    "hico": {
+        "lam": ("lambda", "weight of the peer-level terms; 1 - lambda weighs the cross-level ones"),
+        "alpha": ("alpha", "label smoothing of the softened cross-entropy"),
+        "beta": ("beta", "weight of the softened cross-entropy on the labelled videos"),
+        "temperature": ("temperature", "of every InfoNCE term: lower makes the loss stricter"),
+    },
+    "uscl": {
+        "lam": ("lambda", "weight of the two cross-entropy terms added to NT-Xent"),
+        "temperature": ("temperature", "of NT-Xent"),
+    },
+    "moco": {
+        "temperature": ("temperature", "of the InfoNCE over the key and the queued negatives"),
+        "momentum": ("momentum", "of the key encoder (an exponential moving average of the query encoder)"),
+        "queue_size": ("queue size", "negatives kept from earlier batches"),
+    },
+    "byol": {"momentum": ("tau", "momentum of the target network")},
+}

@@ -309,6 +309,59 @@ def finetune_jobs(folder: str | os.PathLike[str]) -> list[JobStatus]:
     return jobs
 
 
+def resume(run: str | os.PathLike[str], env: dict[str, str] | None = None) -> subprocess.Popen:
+    """Continue a stopped run (interrupted, failed or dead) in the background: ``hico pretrain --resume RUN``,
+    its console output appended to the run's log.
+
+    Raises:
+        ValueError: the run is running, finished, or has no checkpoint to continue from.
+    """
+    run = Path(run)
+    info = run_info(run)
+    if info is None or info.state in ("running", "starting", "finished", "unreadable"):
+        state = "not a run" if info is None else info.state
+        raise ValueError(f"{run.name} is {state}: only a stopped run can be resumed")
+    if not (run / "checkpoints" / "last.pt").is_file():
+        raise ValueError(f"{run.name} has no checkpoints/last.pt to continue from: launch it anew")
+    return _start(["pretrain", "--resume", str(run), "--no-progress"], run, env, append=True)
+
+
+def delete(run: str | os.PathLike[str]) -> None:
+    """Remove a run directory and its launch files (``.logs/<name>.*``); a running run is refused (stop it first).
+
+    Raises:
+        ValueError: the run is running or starting.
+    """
+    import shutil
+
+    run = Path(run)
+    info = run_info(run)
+    if info is not None and info.state in ("running", "starting"):
+        raise ValueError(f"{run.name} is {info.state}: stop it before deleting it")
+    shutil.rmtree(run)
+    for path in log_path(run).parent.glob(f"{run.name}.*"):
+        path.unlink(missing_ok=True)
+
+
+def progress(run: str | os.PathLike[str]) -> dict | None:
+    """How far a run is: ``{"step", "steps", "steps_per_epoch", "seconds_left"}`` from its status.json and its last
+    logged step (None before the first one). ``seconds_left`` counts training steps at the last logged speed
+    (the per-epoch evaluation comes on top)."""
+    run = Path(run)
+    try:
+        status = read_status(run)
+        steps_per_epoch = int(status["steps_per_epoch"])
+        epochs = int(status["epochs"])
+        last = next(r for r in reversed(read_metrics(run)) if r.get("kind") == "step")
+        batch = int((read_config(run).get("train") or {})["batch_size"])
+    except (KeyError, StopIteration, TypeError, ValueError, OSError, RunFileError):
+        return None
+    step, total = int(last["step"]), steps_per_epoch * epochs
+    rate = float(last.get("pairs_per_s") or 0.0)
+    left = (total - step) * batch / rate if rate > 0 else None
+    return {"step": step, "steps": total, "steps_per_epoch": steps_per_epoch, "seconds_left": left}
+
+
 def studies_root(root: str | os.PathLike[str] | None = None) -> Path:
     """Where the app keeps label-efficiency studies: ``<runs>/studies`` (:func:`runs_root` by default)."""
     return Path(runs_root() if root is None else root) / "studies"
@@ -371,13 +424,14 @@ def list_studies(root: str | os.PathLike[str] | None = None) -> list[StudyInfo]:
     return sorted(found, key=lambda s: s.path.stat().st_mtime, reverse=True)
 
 
-def _start(args: list[str], out: Path, env: dict[str, str] | None) -> subprocess.Popen:
-    """Run ``hico ARGS`` writing ``out`` in the background: console output to :func:`log_path`, its process id beside
-    it, and :data:`STATUS_ENV` naming :func:`exit_path` for the command to record its end in."""
+def _start(args: list[str], out: Path, env: dict[str, str] | None, append: bool = False) -> subprocess.Popen:
+    """Run ``hico ARGS`` writing ``out`` in the background: console output to :func:`log_path` (appended to it with
+    ``append``), its process id beside it, and :data:`STATUS_ENV` naming :func:`exit_path` for the command to
+    record its end in."""
     log = log_path(out)
     log.parent.mkdir(exist_ok=True)
     exit_path(out).unlink(missing_ok=True)
-    with open(log, "w") as f:
+    with open(log, "a" if append else "w") as f:
         process = subprocess.Popen(
             [sys.executable, "-m", "hico.cli", *args],
             stdout=f,

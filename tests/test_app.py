@@ -98,16 +98,18 @@ def test_train_page_launches_a_run_in_its_own_process_and_stops_it(tmp_path, sto
     assert not at.exception
     assert "No runs yet" in at.info[0].value
 
-    def loss_settings():
-        return {n.label: n.value for n in at.number_input if n.label in ("lambda", "temperature")}
+    def knobs():
+        return {n.label: n.value for n in at.number_input if n.label in ("lambda", "alpha", "beta", "temperature",
+                                                                          "momentum", "queue size", "tau")}  # fmt: skip
 
-    assert loss_settings() == {"lambda": 0.5, "temperature": 0.5}  # hico's defaults
+    assert knobs() == {"lambda": 0.5, "alpha": 0.2, "beta": 0.2, "temperature": 0.5}  # hico's own knobs
+    assert any("HiCo" in c.value for c in at.caption)  # the method's description
     at.selectbox[0].set_value("ucl").run()
-    assert loss_settings() == {"lambda": 0.5, "temperature": 0.07}  # the form follows the method
+    assert knobs() == {"temperature": 0.07, "momentum": 0.999, "queue size": 4096}  # MoCo's: no alpha, no beta
     at.selectbox[0].set_value("uscl").run()
-    assert loss_settings() == {"lambda": 0.2, "temperature": 0.5}
+    assert knobs() == {"lambda": 0.2, "temperature": 0.5}
+    assert "cross-entropy" in [n for n in at.number_input if n.label == "lambda"][0].help  # USCL's own lambda
     at.number_input[0].set_value(50)  # epochs: long enough to be stopped while running
-    at.number_input[2].set_value(32)  # size
     at.button[0].click().run()  # the form's Launch button
     assert not at.exception and at.success, [e.value for e in at.error]
     run = list_runs(tmp_path / "runs")[0]
@@ -116,17 +118,40 @@ def test_train_page_launches_a_run_in_its_own_process_and_stops_it(tmp_path, sto
         time.sleep(0.5)
     config = yaml.safe_load((run.path / "config.yaml").read_text())  # written by the run's process
     assert (config["name"], config["loss"]["lam"], config["loss"]["temperature"]) == ("uscl", 0.2, 0.5)
-    at.run()
-    stop = [b for b in at.button if b.label == "Stop"]
-    assert stop, [m.value for m in at.markdown]
-    stop[0].click().run()
-    while list_runs(tmp_path / "runs")[0].state == "running" and time.time() < deadline:
-        time.sleep(0.5)
-    assert list_runs(tmp_path / "runs")[0].state == "interrupted"
+    assert (config["augment"]["size"], config["train"]["pairs_per_video"], config["train"]["lr"]) == (32, 8, 0.003)
+
+    def stop_and_wait():
+        at.run()
+        stop = [b for b in at.button if b.label == "Stop"]
+        assert stop, [m.value for m in at.markdown]
+        stop[0].click().run()
+        while list_runs(tmp_path / "runs")[0].state == "running" and time.time() < deadline:
+            time.sleep(0.5)
+        assert list_runs(tmp_path / "runs")[0].state == "interrupted"
+
+    stop_and_wait()
     assert (run.path / "checkpoints" / "last.pt").is_file()
+    at.run()
+    [b for b in at.button if b.label == "Resume"][0].click().run()  # continues from last.pt, in its own process
+    deadline = time.time() + 120
+    while list_runs(tmp_path / "runs")[0].state != "running" and time.time() < deadline:
+        time.sleep(0.5)
+    stop_and_wait()
+    log = (tmp_path / "runs" / ".logs" / f"{run.name}.log").read_text()
+    assert log.count("interrupted: saved") == 2  # both parts of the run in one log
+    at.run()
+    [b for b in at.button if b.label == "Delete for good"][0].click().run()
+    assert not run.path.exists() and list_runs(tmp_path / "runs") == []
 
 
-def test_train_page_empty_state_launches_the_demo_preset(tmp_path, stop_launched_runs):
+def test_train_page_warns_when_an_epoch_has_few_steps():
+    at = page("train_page").run()
+    assert not at.warning  # the demo scale: 29 videos trained on (a fifth held out) x 8 pairs / 16 = 14 steps
+    at.radio[1].set_value(at.radio[1].options[1]).run()  # paper scale: one pair per video, batch 32
+    assert "Raise pairs per video to 12" in at.warning[0].value  # 29 x 12 / 32 = 10 steps
+
+
+def test_train_page_demo_button_launches_the_demo_preset(tmp_path, stop_launched_runs):
     at = page("train_page").run()
     assert "No runs yet" in at.info[0].value
     [b for b in at.button if b.label == "Launch the demo preset"][0].click().run()
@@ -136,8 +161,10 @@ def test_train_page_empty_state_launches_the_demo_preset(tmp_path, stop_launched
     while not (run.path / "config.yaml").is_file() and time.time() < deadline:
         time.sleep(0.5)
     config = yaml.safe_load((run.path / "config.yaml").read_text())
-    assert (config["name"], config["train"]["epochs"], config["augment"]["size"]) == ("hico", 10, 64)
+    assert (config["name"], config["train"]["epochs"], config["augment"]["size"]) == ("hico", 30, 32)
     assert Path(config["data"]["path"]).resolve() == SAMPLES.resolve()
+    at.run()
+    assert [b for b in at.button if b.label == "Launch the demo preset"]  # still there once runs exist
 
 
 def test_curves_page_empty_then_plots_a_run(tiny_runs, monkeypatch):

@@ -180,3 +180,25 @@ def test_finetune_curve_pools_the_folds_test_frames(tmp_path):
     assert curve["name"] == "finetune-20260102-000000"  # the newest
     assert curve["epoch"] == [1, 2]
     assert curve["accuracy"] == pytest.approx([(30 * 0.5 + 10 * 0.1) / 40, (30 * 0.9 + 10 * 0.3) / 40])
+
+
+def test_progress_delete_and_resume_of_a_finished_run(tiny_runs, tmp_path):
+    import shutil
+
+    from hico import runs
+
+    run = tmp_path / "runs" / "tiny"
+    shutil.copytree(tiny_runs / "tiny", run)
+    p = runs.progress(run)
+    status = json.loads((run / "status.json").read_text())
+    assert p["steps"] == status["steps_per_epoch"] * status["epochs"] == p["step"]  # finished: every step done
+    assert p["seconds_left"] == 0
+    with pytest.raises(ValueError, match="only a stopped run can be resumed"):
+        runs.resume(run)
+    (run / "status.json").write_text(json.dumps({**status, "state": "running", "pid": os.getpid()}))
+    with pytest.raises(ValueError, match="stop it before deleting it"):
+        runs.delete(run)
+    assert (run / "config.yaml").is_file()  # refused: nothing removed
+    (run / "status.json").write_text(json.dumps(status))
+    runs.delete(run)
+    assert not run.exists()
