@@ -30,19 +30,22 @@ def demo_run(tmp_path_factory) -> Iterator[Path]:
 
 # What the demo preset guarantees, measured, not one machine's trajectory: a run is deterministic on one CPU, but
 # another CPU (AVX2 / AVX-512 kernels round differently) gives another trajectory, as another seed does. Measured
-# with `hico pretrain --preset demo --set train.seed=S` (the test runs S = 0) on a 2-core AVX-512 x86-64 CPU:
-#   seed  train_total ep1 -> ep10 (drop)   holdout_con ep0 -> ep10 (drop)   k-NN ep0 -> ep10 local / medium / global
-#   0     12.615 -> 12.180 (0.435)         14.741 -> 11.970 (2.771)         .531->.938  .406->.844  .542->.708
-#   1     12.513 ->  9.912 (2.601)         14.435 ->  9.759 (4.676)         .469->.729  .479->.740  .583->.750
-#   (seed 0 on the first CPU it was written on: a train_total drop of more than 1.0). Only two seeds so far: rerun
-#   `python bench/demo_margins.py --seeds 0 1 2 3` on a free machine to widen the sample.
-# Each margin below is about half the worst figure measured.
-TRAIN_DROP = 0.2  # train_total: epoch 1 -> last epoch; worst measured 0.435 (seed 0)
-HOLDOUT_DROP = 1.3  # holdout_con: before training -> last epoch; worst measured 2.771 (seed 0)
-KNN_RISE = 0.1  # k-NN accuracy on held-out videos, mean rise of the three levels; worst measured 0.229 (seed 1)
-# Chance level of the held-out loss: con = lam * 3 peer terms + (1 - lam) * 2 cross terms of 2 InfoNCE each, and
+# with `python bench/demo_margins.py --seeds 0 1 2` (the test runs seed 0) on a 2-core AVX-512 x86-64 CPU:
+#   seed  train drop  holdout drop  k-NN rise  below chance  pos-neg similarity    k-NN before -> after (l / m / g)
+#   0     5.603       11.428        0.316      0.377         0.90 - 0.32 = 0.58    .46 .46 .49 -> .87 .74 .75
+#   1     4.934       11.492        0.097      0.352         0.93 - 0.33 = 0.60    .59 .53 .46 -> .62 .64 .63
+#   2     5.729       12.319        0.042      0.388         0.91 - 0.11 = 0.80    .84 .84 .65 -> .80 .82 .83
+# (below chance: 1 - con / its chance level, at the last epoch; before training both similarities are ~0.98.)
+# Each margin below is about half the worst figure measured. The k-NN accuracy of the 12 held-out videos is too
+# noisy to promise a rise (random init alone scored .46 to .84): the test asks for a final mean above chance.
+TRAIN_DROP = 2.0  # train_total: epoch 1 -> last epoch; worst measured 4.934
+HOLDOUT_DROP = 5.0  # holdout_con: before training -> last epoch; worst measured 11.428
+BELOW_CHANCE = 0.15  # the last epoch's train_con at most 85 % of its chance level; worst measured 35 % below
+SIM_GAP = 0.25  # held-out positives' cosine similarity minus negatives', last epoch; worst measured 0.582
+KNN_FINAL = 0.45  # mean k-NN accuracy of the three levels at the end (chance: 1/3); worst measured 0.625
+# Chance level of the contrastive loss: con = lam * 3 peer terms + (1 - lam) * 2 cross terms of 2 InfoNCE each, and
 # an InfoNCE over N = batch_size pairs that tells nothing apart is ln(2N - 1); random init starts above it.
-HOLDOUT_CHANCE = (0.5 * 3 + 0.5 * 4) * math.log(2 * 16 - 1)
+CHANCE = (0.5 * 3 + 0.5 * 4) * math.log(2 * 16 - 1)
 
 
 def test_demo_preset_pretrains_and_learns(demo_run):
@@ -53,13 +56,15 @@ def test_demo_preset_pretrains_and_learns(demo_run):
     assert [r["epoch"] for r in epochs] == list(range(31))  # before training, then 30 epochs
     assert all(math.isfinite(v) for r in epochs for v in r.values() if isinstance(v, float))
     before, first, last = epochs[0], epochs[1], epochs[-1]
-    # The promise of the preset: the loss falls and k-NN accuracy on held-out videos rises.
-    assert before["holdout_con"] > HOLDOUT_CHANCE  # random init: worse than chance (the margin below is real)
+    # The promise of the preset: the loss falls well below its chance level, positive pairs pull apart from
+    # negatives on held-out videos, and k-NN of held-out videos ends above chance.
+    assert before["holdout_con"] > CHANCE  # random init: worse than chance (the margin below is real)
     assert last["holdout_con"] < before["holdout_con"] - HOLDOUT_DROP
     assert last["train_total"] < first["train_total"] - TRAIN_DROP
+    assert last["train_con"] < (1 - BELOW_CHANCE) * CHANCE
+    assert last["holdout_pos_sim"] - last["holdout_neg_sim"] > SIM_GAP
     levels = ("local", "medium", "global")
-    rise = sum(last[f"knn_{level}"] - before[f"knn_{level}"] for level in levels) / len(levels)
-    assert rise > KNN_RISE, {level: (before[f"knn_{level}"], last[f"knn_{level}"]) for level in levels}
+    assert sum(last[f"knn_{level}"] for level in levels) / len(levels) > KNN_FINAL, last
 
 
 def test_finetune_probe_and_embed_the_demo_backbone(demo_run, tmp_path, monkeypatch, capsys):
