@@ -93,6 +93,7 @@ def stop_launched_runs(tmp_path):
         time.sleep(0.5)
 
 
+@pytest.mark.slow  # stop and resume of a launched run: half a minute
 def test_train_page_launches_a_run_in_its_own_process_and_stops_it(tmp_path, stop_launched_runs):
     at = page("train_page").run()
     assert not at.exception

@@ -119,6 +119,7 @@ def test_uses_labels_is_decided_by_the_method():
     assert not uses_labels(load_method("byol", ["data.label_rate=0.5"]))
 
 
+@pytest.mark.slow  # kill / resume: two runs
 def test_byol_pretrains_and_resumes_like_an_uninterrupted_run(tiny_data, tmp_path, monkeypatch):
     cfg = load_method("byol", [*TINY, f"data.path={tiny_data}"])
     whole = pretrain(cfg, out=tmp_path / "whole", progress=False)
