@@ -56,7 +56,9 @@ def page() -> None:
         key = features_key(source, per_video)
         if from_features:
             return snapshot_maps(source, key), key
-        return checkpoint_maps(source, key, str(data), int(run_size(run.path)), per_video), key
+        return checkpoint_maps(source, key, str(data), int(run_size(run.path)), per_video, bar=bar), key
+
+    bar = st.empty()  # the extraction's progress (a checkpoint's features, the first time they are asked for)
 
     with st.spinner("Extracting features and computing the maps (UMAP; the first map also compiles numba, ~20 s)..."):
         try:
@@ -98,25 +100,34 @@ def snapshot_maps(path: str, key: str) -> dict:
     return level_maps(Features.load(path))
 
 
-@st.cache_data(max_entries=16, show_spinner=False)
-def checkpoint_maps(spec: str, key: str, data: str, size: int, per_video: int) -> dict:
+def checkpoint_maps(spec: str, key: str, data: str, size: int, per_video: int, bar=None) -> dict:
     """Maps of a checkpoint's features on the dataset (``key`` changes when the checkpoint does).
 
-    The features are also kept on disk (:func:`hico.eval.maps.features_cache_file`), and UMAP keeps its own disk cache, so a checkpoint
-    mapped once maps again in a fraction of a second after the app restarts.
+    The features are kept on disk (:func:`hico.eval.maps.features_cache_file`), extracted the first time with a
+    progress bar in ``bar`` (an ``st.empty`` slot); the maps of that file are cached (:func:`snapshot_maps`) and UMAP
+    keeps its own disk cache, so a checkpoint mapped once maps again in a fraction of a second after the app restarts.
     """
     from hico.eval.features import Features, extract_features
-    from hico.eval.maps import features_cache_file, level_maps
+    from hico.eval.maps import features_cache_file
     from hico.models import resolve_backbone
 
     videos = load_dataset(data)
     path = features_cache_file(key, data, size, per_video, videos)
     try:
-        features = Features.load(path)
+        Features.load(path)
     except (OSError, ValueError, zipfile.BadZipFile):  # not there yet, or unreadable: extract again
-        features = extract_features(resolve_backbone(spec, seed=0), videos, size=size, per_video=per_video)
+
+        def shown(done: int, total: int) -> None:
+            if bar is not None:
+                bar.progress(done / max(total, 1), text=f"Extracting features: {done} of {total} frames")
+
+        features = extract_features(
+            resolve_backbone(spec, seed=0), videos, size=size, per_video=per_video, on_batch=shown
+        )
         features.save(path)
-    return level_maps(features)
+        if bar is not None:
+            bar.empty()
+    return snapshot_maps(str(path), f"{key}|{path.stat().st_mtime_ns}")
 
 
 def show(maps: dict, colour: str, data: str, key: str) -> None:

@@ -424,6 +424,16 @@ def list_studies(root: str | os.PathLike[str] | None = None) -> list[StudyInfo]:
     return sorted(found, key=lambda s: s.path.stat().st_mtime, reverse=True)
 
 
+def finetune_progress(out: str | os.PathLike[str]) -> dict | None:
+    """How far a fine-tuning is: its ``progress.json`` (``{"fold", "folds", "epoch", "epochs", "seconds", ...}``,
+    written by ``hico finetune`` after every epoch), or None before its first epoch."""
+    try:
+        record = json.loads((Path(out) / "progress.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) else None
+
+
 def _start(args: list[str], out: Path, env: dict[str, str] | None, append: bool = False) -> subprocess.Popen:
     """Run ``hico ARGS`` writing ``out`` in the background: console output to :func:`log_path` (appended to it with
     ``append``), its process id beside it, and :data:`STATUS_ENV` naming :func:`exit_path` for the command to

@@ -283,7 +283,7 @@ def test_embeddings_keep_a_checkpoints_features_on_disk(tiny_runs, tmp_path, mon
     monkeypatch.syspath_prepend(str(APP))
     import embeddings_page  # the app's module (the AppTest runs below use this same one)
 
-    embeddings_page.checkpoint_maps.clear()  # earlier tests may have mapped the same checkpoint in memory
+    embeddings_page.snapshot_maps.clear()  # earlier tests may have mapped the same checkpoint in memory
     monkeypatch.setenv("HICO_RUNS", str(tiny_runs))
     cached = tmp_path / "cache" / "app" / "features"  # HICO_CACHE is tmp_path/cache
     at = page("embeddings_page", timeout=180).run()
@@ -291,7 +291,7 @@ def test_embeddings_keep_a_checkpoints_features_on_disk(tiny_runs, tmp_path, mon
     at.selectbox[1].set_value("final backbone").run()
     assert not at.exception and len(set(cached.glob("*.npz")) - before) == 1
     maps = maps_component(at)[1]
-    embeddings_page.checkpoint_maps.clear()  # as after a restart: nothing in memory
+    embeddings_page.snapshot_maps.clear()  # as after a restart: nothing in memory
 
     def refuse(*args, **kwargs):
         raise AssertionError("features extracted again instead of read from the disk cache")
@@ -331,7 +331,10 @@ def test_evaluate_page_probes_and_fine_tunes(tiny_runs, tmp_path):
     at.select_slider[0].set_value(32)  # px, the run's size (default 64)
     at.button[0].click().run()  # the probe
     assert not at.exception, at.exception
-    assert [r for r in at.dataframe[0].value["level"]] == ["local", "medium", "global"]
+    levels = list(at.dataframe[0].value["level"])
+    assert levels[:3] == ["local", "medium", "global"] and levels[3].startswith("chance")
+    assert 33.3 <= at.dataframe[0].value["linear %"].iloc[3] <= 50  # 3 classes of 12 videos each (rounded %)
+    assert any("**tiny** on `" in m.value and "data_samples" in m.value for m in at.markdown)  # what and where
     labelled = json.loads((tiny_runs / "tiny" / "labelled_videos.json").read_text())["videos"]
     assert labelled  # the demo preset is HiCo: a softened CE on some videos' labels
     shown = [c.value for c in at.caption]
@@ -347,11 +350,24 @@ def test_evaluate_page_probes_and_fine_tunes(tiny_runs, tmp_path):
     at.run()
     table = [d for d in at.dataframe if "protocol" in d.value.columns]
     assert table and len(table[0].value) == 3
+    assert [len(d.value) for d in at.dataframe if "class" in d.value.columns] == [3]  # per class
+    assert [len(d.value) for d in at.dataframe if "fold" in d.value.columns] == [2]  # per fold
+    assert {"Download finetune.csv", "Download per_class.csv", "Download per_fold.csv"} <= {
+        b.proto.label for b in at.get("download_button")
+    }
     (path,) = results.glob("*/results.json")
+    progress = json.loads((path.parent / "progress.json").read_text())  # what the page's bar showed while it ran
+    assert (progress["fold"], progress["folds"], progress["epoch"], progress["epochs"]) == (2, 2, 1, 1)
     tested = {v for fold in json.loads(path.read_text())["folds"] for v in fold["test_videos"]}
     assert tested and not tested & set(labelled)
     assert any(f"label_overlap {len(labelled)} " in c.value for c in at.caption)  # the fine-tuning's, this time
     assert any("2 folds × 1 epochs" in m.value for m in at.markdown)
+    # A result on another dataset is not shown as this dataset's (the page once showed it whatever was chosen).
+    other = json.loads(path.read_text())
+    path.write_text(json.dumps({**other, "data": str(tmp_path / "elsewhere")}))
+    at.run()
+    assert not [d for d in at.dataframe if "protocol" in d.value.columns]
+    assert any("No fine-tuning results of this backbone on" in c.value for c in at.caption)
 
 
 def test_curves_page_shows_the_terms_of_each_runs_method(tmp_path):

@@ -342,3 +342,14 @@ def test_probe_never_tests_a_video_whose_labels_pretraining_used(tiny_root, tmp_
     err = [line for line in capsys.readouterr().err.splitlines() if "error" in line]  # (after progress bars)
     assert len(err) == 1 and err[0].startswith("hico: error:") and "no test video left" in err[0]
     assert "lower the number of folds" in err[0]
+
+
+def test_extract_features_reports_its_progress_after_every_batch(tiny):
+    from hico.eval.features import extract_features
+    from hico.models import HiCoNet, ModelConfig
+
+    seen = []
+    feats = extract_features(
+        HiCoNet(ModelConfig()), tiny, size=32, per_video=2, batch_size=5, on_batch=lambda d, t: seen.append((d, t))
+    )
+    assert seen == [(5, 24), (10, 24), (15, 24), (20, 24), (24, 24)] and len(feats) == 24  # 12 videos x 2 frames

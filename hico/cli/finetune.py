@@ -90,7 +90,10 @@ def cmd_finetune(args: argparse.Namespace) -> int:
         raise UserError(f"--frame-size must be positive, got {frame_size}")
     videos = load_data(args.data, frame_size, args.cache_dir, args.no_cache, progress=not args.no_progress)
     args.out.mkdir(parents=True, exist_ok=True)
-    results = finetune(args.backbone, videos, cfg, progress=not args.no_progress)
+    progress_file = args.out / "progress.json"  # what the app shows while it runs: fold, epoch, seconds
+    results = finetune(
+        args.backbone, videos, cfg, progress=not args.no_progress, on_epoch=lambda p: write_json(progress_file, p)
+    )
     path = write_json(args.out / "results.json", results)
     print(format_results(results))
     print(f"results: {path}")

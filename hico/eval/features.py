@@ -21,7 +21,7 @@ import contextlib
 import dataclasses
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -213,6 +213,7 @@ def extract_features(
     source: str = "maps",
     progress: bool = False,
     augment: AugmentConfig | None = None,
+    on_batch: Callable[[int, int], None] | None = None,
 ) -> Features:
     """Features of :func:`pick_frames` frames at the three levels, (F, D) float32 each.
 
@@ -231,6 +232,7 @@ def extract_features(
         augment: the resampling and normalisation of the inputs (:func:`hico.data.augment.frames_to_input`,
             with ``size``); default :class:`~hico.data.augment.AugmentConfig`'s (mean 0.5, std 0.25): pass the
             training run's ``augment`` section to see frames exactly as its training views were normalised.
+        on_batch: called after every batch with (frames done, frames in all), e.g. to draw a progress bar.
     """
     from tqdm.auto import tqdm
 
@@ -247,6 +249,7 @@ def extract_features(
     net.to(device).eval()
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
     outputs: dict[str, list[np.ndarray]] = {name: [] for name in sources}
+    done = 0
     try:
         with (
             torch.inference_mode(),
@@ -265,6 +268,9 @@ def extract_features(
                 for name, v in pooled.items():
                     outputs[name].append(v.cpu().numpy())
                 bar.update(len(batch))
+                done += len(batch)
+                if on_batch is not None:
+                    on_batch(done, len(picks))
     finally:
         net.train(was_training)
     dims = _output_dims(net, sources, source)

@@ -59,7 +59,7 @@ import copy
 import dataclasses
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -396,6 +396,7 @@ def finetune(
     progress: bool = True,
     keep_in_training: Sequence[str] = (),
     splits: list[tuple[np.ndarray, np.ndarray]] | None = None,
+    on_epoch: Callable[[dict], None] | None = None,
 ) -> dict:
     """Fine-tune the backbone ``backbone_spec`` on ``videos``, ``cfg.folds``-fold, and score it.
 
@@ -411,6 +412,8 @@ def finetune(
             caller, who then answers for them (``hico study`` trains on a label budget, a part of each fold's
             training videos, and keeps every backbone's labelled videos out of its test folds); default: grouped,
             stratified ``cfg.folds``-fold, constrained by the pretraining's labelled videos.
+        on_epoch: called after every epoch of every fold with ``{"fold", "folds", "epoch", "epochs", "seconds"}``
+            (1-based; ``seconds`` since the start) and that epoch's history record, e.g. to show progress.
 
     Returns:
         A JSON-serialisable dict: ``config``, ``backbone``, ``data``, ``classes``, ``device``, ``protocols``
@@ -494,6 +497,9 @@ def finetune(
             test_preds.append(test_pred.astype(np.int64))
             h = history[-1]
             bar.set_postfix(loss=f"{loss:.3f}", val=f"{h['val_accuracy']:.3f}", test=f"{h['test_accuracy']:.3f}")
+            if on_epoch is not None:
+                on_epoch({"fold": f + 1, "folds": len(splits), "epoch": epoch + 1, "epochs": cfg.epochs,
+                          "seconds": round(time.perf_counter() - t0, 1), **h})  # fmt: skip
         bar.close()
 
         epochs = _choose_epochs(history)
