@@ -151,12 +151,20 @@ def cleanup() -> None:
 _MAX_DIMS = 8  # sizes compared by the shape check (the number of dims is always compared)
 
 
+_CHECKED: set[str] = set()  # the gathers whose shapes were compared once in this process
+
+
 def _check_same_shape(x: Tensor, what: str) -> None:
     """Raise the same ValueError on every rank unless ``x`` has the same shape on all ranks.
 
-    One tiny all_gather (and, on CUDA, one device-to-host sync). A gather of unequal sizes would otherwise
-    hang or return garbage, depending on the backend.
+    One tiny all_gather (and, on CUDA, one device-to-host sync), on the first call of each kind of gather only:
+    every rank makes the same calls, so all of them check at the same one, and a training step with fixed shapes
+    (drop_last) then pays no sync for it. A gather of unequal sizes would otherwise hang or return garbage,
+    depending on the backend; a shape that changes after the first call is not caught.
     """
+    if what in _CHECKED:
+        return
+    _CHECKED.add(what)
     sizes = [x.dim(), *x.shape[:_MAX_DIMS]] + [-1] * (_MAX_DIMS - min(x.dim(), _MAX_DIMS))
     mine = torch.tensor(sizes, dtype=torch.long, device=x.device)
     parts = [torch.empty_like(mine) for _ in range(dist.get_world_size())]

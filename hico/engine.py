@@ -86,8 +86,13 @@ def train_step(
         terms = method(model, view1, view2, labels, weights, negatives)
     values = torch.stack([v.detach().float() for v in terms.values()])
     # every rank's terms (W, T), so that a non-finite loss on ONE rank stops every rank at this step (a rank
-    # that raised alone would leave the others waiting in the backward's all-reduce); one sync per step
-    every = dist.all_gather_nograd(values[None], check=False).cpu()
+    # that raised alone would leave the others waiting); the backward is queued before the one host sync of the
+    # step, so the device computes it while the host waits for the terms, and the optimizer steps only after
+    # the check: a non-finite loss updates nothing
+    every = dist.all_gather_nograd(values[None], check=False)
+    optimizer.zero_grad(set_to_none=True)
+    terms["total"].backward()
+    every = every.cpu()
     if not torch.isfinite(every).all():
         where = int((~torch.isfinite(every)).any(1).nonzero()[0])  # the first rank with a non-finite term
         bad = [(k, v) for k, v in zip(terms, every[where].tolist(), strict=True) if not math.isfinite(v)]
@@ -95,8 +100,6 @@ def train_step(
         rank = where if len(every) > 1 else None
         on = "" if rank is None else f" on rank {rank}"
         raise NonFiniteLossError(f"non-finite loss{on}: term {term!r} is {value}", term, value, rank)
-    optimizer.zero_grad(set_to_none=True)
-    terms["total"].backward()
     if dist.world_size() > 1:  # the method's own trainable parameters sit outside DDP: average their gradients
         dist.average_gradients(trainable_parameters(method))
     optimizer.step()

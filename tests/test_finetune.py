@@ -276,7 +276,7 @@ def test_cli_end_to_end(tiny, tmp_path, capsys, monkeypatch):
     printed = capsys.readouterr().out
     assert "optimistic" in printed and "honest" in printed and "accuracy [95% CI]" in printed
     results = json.loads((out / "results.json").read_text())
-    assert [p.name for p in out.iterdir()] == ["results.json"]
+    assert sorted(p.name for p in out.iterdir()) == ["progress.json", "results.json"]  # no temporary file left
 
     ds = scan(tiny, size=16)
     group = {v.video_id: v.group for v in ds.videos}

@@ -262,9 +262,12 @@ class BatchAugment(torch.nn.Module):
 
         flip = u[:, _FLIP] < cfg.flip_p
         jitter = (u[:, _JIT] < cfg.jitter_p).unsqueeze(1)
-        strength = torch.tensor([cfg.brightness, cfg.contrast, cfg.saturation], device=device)
-        f_lo = (1 - strength).clamp(min=0)
-        factors = f_lo + (1 + strength - f_lo) * u[:, _FACT]
+        # factor ~ U[max(0, 1 - v), 1 + v] per jitter, from Python numbers (no host-to-device copy per batch)
+        strengths = (cfg.brightness, cfg.contrast, cfg.saturation)
+        lows = [max(0.0, 1.0 - v) for v in strengths]
+        factors = torch.stack(
+            [lo + (1.0 + v - lo) * u[:, _FACT][:, i] for i, (lo, v) in enumerate(zip(lows, strengths, strict=True))], 1
+        )
         factors = torch.where(jitter, factors, torch.ones_like(factors))
         order = u[:, _ORDER].argsort(dim=1)
         return AugmentParams(top, left, h, w, flip, factors[:, 0], factors[:, 1], factors[:, 2], order)

@@ -237,9 +237,9 @@ def train_epoch(
         optimizer.step()
         if scheduler is not None:
             scheduler.step()
-        total += float(loss.detach()) * len(idx)
+        total = total + loss.detach() * len(idx)  # summed on the device: one host sync per epoch, not per batch
         count += len(idx)
-    return total / max(count, 1)
+    return float(total) / max(count, 1)
 
 
 class EvalSet:
