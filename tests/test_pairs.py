@@ -81,6 +81,24 @@ def test_workers_do_not_repeat_randomness_and_match_a_single_process(videos):
     assert len(set(w2)) == len(w2)  # the authors' bug: workers repeating the same Beta draws
 
 
+def test_persistent_workers_draw_each_epochs_own_pairs(videos):
+    """Workers forked once (persistent_workers) never see set_epoch in the main process: the epoch comes with
+    every index (EpochBatchSampler(with_epoch=True)), so they draw what one process draws, epoch by epoch."""
+    from hico.train.sampler import EpochBatchSampler
+
+    ds = PairDataset(videos.subset(range(4)), USCLPairs(), samples_per_video=8)
+    batches = EpochBatchSampler(len(ds), 4, seed=3, with_epoch=True)
+    loader = torch.utils.data.DataLoader(ds, batch_sampler=batches, num_workers=2, persistent_workers=True)
+    reference = EpochBatchSampler(len(ds), 4, seed=3)
+    for epoch in range(3):
+        batches.set_epoch(epoch)
+        reference.set_epoch(epoch)
+        ds.set_epoch(epoch)  # reaches this process's copy only, which the workers do not use
+        got = torch.cat([b["weight"] for b in loader]).tolist()
+        expected = [ds[i]["weight"].item() for batch in reference for i in batch]
+        assert got == pytest.approx(expected, abs=0), epoch
+
+
 def test_uscl_draws_three_distinct_frames_and_beta_weights(videos):
     ds = PairDataset(videos.subset(range(4)), USCLPairs(), samples_per_video=200)
     weights = []

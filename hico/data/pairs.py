@@ -250,11 +250,17 @@ class PairDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.videos) * self.samples_per_video
 
-    def __getitem__(self, i: int) -> dict:
+    def __getitem__(self, i: int | tuple[int, int]) -> dict:
+        """Sample ``i`` of the current epoch, or ``(epoch, i)``: sample ``i`` of that epoch, whatever
+        :meth:`set_epoch` said (what a persistent data-loader worker gets, see ``EpochBatchSampler(with_epoch)``)."""
+        epoch, i = i if isinstance(i, tuple) else (self.epoch, i)
+        sampler = self.sampler
+        if epoch != self.epoch and hasattr(sampler, "at_epoch"):
+            sampler = sampler.at_epoch(epoch)
         v = i % len(self.videos)
-        rng = np.random.default_rng([self.seed, self.epoch, i])
+        rng = np.random.default_rng([self.seed, epoch, i])
         frames = self.videos.frames(v)
-        idx, w = self.sampler.sample(len(frames), rng)
+        idx, w = sampler.sample(len(frames), rng)
         return {
             "frames": torch.from_numpy(np.ascontiguousarray(frames[idx])),
             "index": torch.as_tensor(np.asarray(idx, dtype=np.int64)),

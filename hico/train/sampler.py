@@ -15,10 +15,14 @@ class EpochBatchSampler(torch.utils.data.Sampler[list[int]]):
     batches on every rank), and gives rank ``r`` rows ``[r * b, (r + 1) * b)`` of each, with
     ``b = batch_size // world``. So the global batch, and therefore training, does not depend on the number of
     processes. ``set_epoch(e, start)`` skips the first ``start`` batches: a run resumed mid-epoch continues
-    exactly where it stopped.
+    exactly where it stopped. With ``with_epoch``, each index comes as ``(epoch, index)``: a dataset in a persistent
+    data-loader worker (forked once, so deaf to ``set_epoch`` calls in the main process) still draws that epoch's
+    pairs (:meth:`hico.data.pairs.PairDataset.__getitem__` takes both forms).
     """
 
-    def __init__(self, n: int, batch_size: int, seed: int = 0, rank: int = 0, world: int = 1) -> None:
+    def __init__(
+        self, n: int, batch_size: int, seed: int = 0, rank: int = 0, world: int = 1, with_epoch: bool = False
+    ) -> None:
         if batch_size % world:
             raise ValueError(f"train.batch_size ({batch_size}) must be divisible by the number of processes ({world})")
         if n < batch_size:
@@ -27,7 +31,7 @@ class EpochBatchSampler(torch.utils.data.Sampler[list[int]]):
                 "raise train.pairs_per_video or lower train.batch_size"
             )
         self.n, self.batch_size, self.seed, self.rank, self.world = n, batch_size, seed, rank, world
-        self.epoch, self.start = 0, 0
+        self.epoch, self.start, self.with_epoch = 0, 0, with_epoch
 
     @property
     def steps_per_epoch(self) -> int:
@@ -47,4 +51,5 @@ class EpochBatchSampler(torch.utils.data.Sampler[list[int]]):
         per = self.batch_size // self.world
         for step in range(self.start, self.steps_per_epoch):
             batch = perm[step * self.batch_size : (step + 1) * self.batch_size]
-            yield batch[self.rank * per : (self.rank + 1) * per].tolist()
+            rows = batch[self.rank * per : (self.rank + 1) * per].tolist()
+            yield [(self.epoch, i) for i in rows] if self.with_epoch else rows

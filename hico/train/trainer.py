@@ -158,16 +158,17 @@ class Trainer:
         self.pairs = PairDataset(
             train_videos, self.pair_sampler, labels, seed=t.seed, samples_per_video=t.pairs_per_video
         )
-        self.batches = EpochBatchSampler(len(self.pairs), t.batch_size, seed=t.seed, rank=self.rank, world=self.world)
         workers = _auto_workers(device) if t.workers == -1 else t.workers
+        # the epoch travels with every index, so workers forked once (persistent) draw each epoch's own pairs
+        self.batches = EpochBatchSampler(
+            len(self.pairs), t.batch_size, seed=t.seed, rank=self.rank, world=self.world, with_epoch=workers > 0
+        )
         self.loader = torch.utils.data.DataLoader(
             self.pairs,
             batch_sampler=self.batches,
             num_workers=workers,
             pin_memory=device.type == "cuda",
-            # re-forked every epoch: a persistent worker would keep its copy of ``pairs`` at the epoch it was
-            # forked in (set_epoch reaches only this process's copy), drawing the same pairs every epoch
-            persistent_workers=False,
+            persistent_workers=workers > 0,
             prefetch_factor=4 if workers else None,
         )
         self.augment = BatchAugment(cfg.augment).to(device)
