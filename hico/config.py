@@ -146,6 +146,10 @@ class TrainConfig:
         precision: ``auto`` (bf16 autocast on CUDA, fp32 elsewhere), ``bf16`` or ``fp32``.
         compile: ``torch.compile`` the model (checkpoints always hold the uncompiled weights).
         channels_last: NHWC memory format (auto: on CUDA).
+        sync_bn: SyncBatchNorm under several CUDA processes, so that BatchNorm sees the global batch. ``auto``: on,
+            except with ``compile``, where every SyncBatchNorm layer breaks the compiled graph (27 breaks in
+            ResNet-18 + FPN, each a return to Python): then BatchNorm uses each GPU's own batch, which is what to
+            use with compile. ``true`` forces it (with compile: a warning), ``false`` turns it off.
         seed: seeds model init, splits, labelled subset, pairs and augmentations.
         log_every: write a step record to metrics.jsonl every this many steps.
         holdout: fraction of videos (grouped by patient) held out for the k-NN monitor and best.pt.
@@ -170,6 +174,7 @@ class TrainConfig:
     precision: str = "auto"
     compile: bool = False
     channels_last: str | bool = "auto"
+    sync_bn: str | bool = "auto"
     seed: int = 0
     log_every: int = 10
     holdout: float = 0.2
@@ -206,6 +211,8 @@ class TrainConfig:
             raise ValueError(f"train.epoch_checkpoints must be true or false, got {self.epoch_checkpoints!r}")
         if self.channels_last not in ("auto", True, False):
             raise ValueError(f"train.channels_last must be auto, true or false, got {self.channels_last!r}")
+        if self.sync_bn not in ("auto", True, False):
+            raise ValueError(f"train.sync_bn must be auto, true or false, got {self.sync_bn!r}")
 
 
 @dataclass

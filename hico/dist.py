@@ -41,6 +41,7 @@ __all__ = [
     "on_rank0",
     "rank",
     "setup",
+    "sync_bn_choice",
     "world_size",
 ]
 
@@ -337,6 +338,23 @@ def on_rank0(choose: Callable[[], _T], device: str | None = None) -> _T:
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         setup(device=device)
     return broadcast_object(choose() if is_main() else None)
+
+
+def sync_bn_choice(setting: str | bool, compile: bool, device: torch.device, world: int) -> tuple[bool, str]:
+    """Whether to convert BatchNorm to SyncBatchNorm (``train.sync_bn``), and a line to say about it (or "").
+
+    Only several CUDA processes synchronise BatchNorm (gloo on the CPU cannot). ``auto`` does, except with
+    ``compile``: SyncBatchNorm's collectives break a compiled graph at every layer, so auto leaves BatchNorm per
+    GPU there; ``true`` with compile converts anyway and warns.
+    """
+    possible = world > 1 and device.type == "cuda"
+    if not possible or setting is False:
+        return False, ""
+    if setting == "auto" and compile:
+        return False, "train.compile: BatchNorm per GPU (SyncBatchNorm would break the compiled graph at every layer)"
+    if compile:
+        return True, "train.sync_bn=true with train.compile: every SyncBatchNorm layer breaks the compiled graph"
+    return True, ""
 
 
 def maybe_sync_batchnorm(model: nn.Module, device: torch.device) -> nn.Module:

@@ -534,3 +534,17 @@ def test_stop_and_non_finite_loss_on_one_rank_stop_every_rank(tmp_path: Path) ->
     status = json.loads((tmp_path / "stop" / "status.json").read_text())
     assert status["state"] == "interrupted"
     assert json.loads((tmp_path / "nan" / "status.json").read_text())["state"] == "failed"
+
+
+def test_sync_bn_choice_keeps_compiled_graphs_whole_unless_forced() -> None:
+    cuda, cpu = torch.device("cuda", 0), torch.device("cpu")
+    assert dist.sync_bn_choice("auto", False, cuda, 2) == (True, "")
+    use, note = dist.sync_bn_choice("auto", True, cuda, 2)  # compile: BatchNorm per GPU, and it says so
+    assert not use and "BatchNorm per GPU" in note
+    use, note = dist.sync_bn_choice(True, True, cuda, 2)  # forced: converted, with a warning
+    assert use and "breaks the compiled graph" in note
+    assert dist.sync_bn_choice(False, False, cuda, 2) == (False, "")
+    assert dist.sync_bn_choice("auto", False, cuda, 1) == (False, "")  # one process: nothing to synchronise
+    assert dist.sync_bn_choice(True, False, cpu, 2) == (False, "")  # gloo on the CPU cannot
+    with pytest.raises(ValueError, match="train.sync_bn must be auto, true or false"):
+        load_method("hico", ["train.sync_bn=sometimes"])

@@ -191,7 +191,10 @@ class Trainer:
         # gradient, which DDP must then look for (without, step 2 fails: "Expected to have finished reduction").
         self.outputs = self.method.outputs
         unused = sorted(set(model.output_names) - set(self.outputs))
-        self.train_model: nn.Module = dist.maybe_sync_batchnorm(model, device) if self.world > 1 else model
+        sync_bn, note = dist.sync_bn_choice(t.sync_bn, t.compile, device, self.world)
+        if note:
+            self._say(note)
+        self.train_model: nn.Module = nn.SyncBatchNorm.convert_sync_batchnorm(model) if sync_bn else model
         if self.world > 1:
             ids = [device.index] if device.type == "cuda" else None
             self.train_model = nn.parallel.DistributedDataParallel(
