@@ -225,6 +225,7 @@ class Study:
         run = self.out / "runs" / name
         done = self.state["methods"].get(name)
         if done and done.get("state") == "finished" and (run / "backbone.pt").exists():
+            done.update(pretrain_seconds=_seconds(run), pretrain_steps=_steps(run))
             return done
         overrides = [
             "model.init=random",
@@ -243,8 +244,6 @@ class Study:
             *cfg.overrides,
             f"data.path={cfg.pretrain_data}",
         ]
-        spent = float(done.get("pretrain_seconds", 0.0)) if done else 0.0
-        t0 = time.perf_counter()
         if (run / "config.yaml").exists() and read_status(run).get("state") != "finished":
             self.say(f"{name}: continuing the pretraining in {run}")
             pretrain(resume=run, progress=self.progress)
@@ -255,7 +254,7 @@ class Study:
             "spec": str(run),
             "run": str(run),
             "state": "finished",
-            "pretrain_seconds": round(spent + time.perf_counter() - t0, 1),
+            "pretrain_seconds": _seconds(run),
             "pretrain_steps": _steps(run),
             "overrides": overrides,
         }
@@ -272,7 +271,9 @@ class Study:
         if self.state["methods"].get(name, {}).get("spec", method) != method:  # another backbone of that name
             self.state["cells"] = {k: v for k, v in self.cells.items() if v.get("method") != name}
         if method not in BASELINES and Path(method).is_dir():
-            record.update(run=str(Path(method)), pretrain_steps=_steps(Path(method)))
+            record.update(
+                run=str(Path(method)), pretrain_steps=_steps(Path(method)), pretrain_seconds=_seconds(Path(method))
+            )
         self.state["methods"][name] = {**self.state["methods"].get(name, {}), **record}
         return name, record
 
@@ -437,8 +438,13 @@ class Study:
             for f in self.cfg.label_fractions:
                 for p in self.cfg.protocols:
                     cell = self.cells.get(_key(name, f, p))
-                    if cell is not None:
-                        out.append({c: cell.get(c) for c in (*COLUMNS, "error")})
+                    if cell is not None:  # the pretraining's figures from its record (refreshed on every run)
+                        record = self.state["methods"].get(name, {})
+                        row = {c: cell.get(c) for c in (*COLUMNS, "error")}
+                        row.update(
+                            pretrain_seconds=record.get("pretrain_seconds"), pretrain_steps=record.get("pretrain_steps")
+                        )
+                        out.append(row)
         return out
 
     def _save(self) -> None:
@@ -464,6 +470,19 @@ def _steps(run: Path) -> int | None:
         return None
     steps = [s for s in steps if isinstance(s, int)]
     return max(steps) if steps else None
+
+
+def _seconds(run: Path) -> float | None:
+    """Seconds a run spent training, from its own records (so a resumed or reused run counts right): per epoch,
+    the pairs it trained on over its measured pairs/s (data and steps; the per-epoch evaluation left out)."""
+    from hico.train.rundir import read_config, read_metrics, read_status
+
+    try:
+        per_epoch = int(read_status(run)["steps_per_epoch"]) * int(read_config(run)["train"]["batch_size"])
+        rates = [r["pairs_per_s"] for r in read_metrics(run) if r.get("kind") == "epoch" and r.get("pairs_per_s")]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return round(sum(per_epoch / rate for rate in rates), 1) if rates else None
 
 
 def run_study(cfg: StudyConfig, progress: bool = True) -> list[dict]:

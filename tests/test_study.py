@@ -82,6 +82,14 @@ def test_tiny_study_on_the_samples_writes_resumes_and_never_tests_labelled_video
     assert {r["pretrain_steps"] for r in rows if r["method"] == "random"} == {""}  # no pretraining
     steps = {r["pretrain_steps"] for r in rows if r["method"] != "random"}
     assert len(steps) == 1 and int(steps.pop()) > 0  # the same budget for every pretrained method
+    for method in ("simclr", "uscl"):  # seconds of training, from the run's own records (resumes count right)
+        run = out / "runs" / method
+        status = json.loads((run / "status.json").read_text())
+        epochs = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+        pairs = status["steps_per_epoch"] * 8  # --batch-size 8
+        expected = sum(pairs / r["pairs_per_s"] for r in epochs if r["kind"] == "epoch" and r.get("pairs_per_s"))
+        seconds = [float(r["pretrain_seconds"]) for r in rows if r["method"] == method]
+        assert seconds == [pytest.approx(round(expected, 1))] * 6
 
     study = json.loads((out / "study.json").read_text())
     labelled = set(json.loads((out / "runs" / "uscl" / "labelled_videos.json").read_text())["videos"])
