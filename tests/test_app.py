@@ -503,3 +503,33 @@ def test_compare_page_draws_a_studys_curves_table_and_f1(tiny_study, tmp_path):
     assert len(table) == 2 * 2 * 2  # methods x fractions x protocols
     assert any(str(c).startswith("F1 ") for c in frames[0].value.columns)
     assert at.get("download_button")
+
+
+@pytest.mark.slow  # a real study in its own process: a minute
+def test_compare_page_starts_a_study_in_its_own_process(tmp_path):
+    import os
+    import signal
+
+    from hico import runs
+
+    at = page("compare_page").run()
+    assert "No study yet" in at.info[0].value
+    at.multiselect[0].set_value(["simclr", "random"])
+    at.multiselect[1].set_value([1.0])
+    at.multiselect[2].set_value(["knn"])
+    at.number_input[0].set_value(1)  # pretraining epochs
+    at.button[0].click().run()  # the form's "Start the study"
+    assert not at.exception and at.success, [e.value for e in at.error]
+    (info,) = runs.list_studies(tmp_path / "runs")
+    try:
+        deadline = time.time() + 300
+        while runs.study_info(info.path).state == "running" and time.time() < deadline:
+            time.sleep(1)
+        done = runs.study_info(info.path)
+        assert (done.state, done.done, done.total) == ("finished", 2, 2), runs.log_path(info.path).read_text()[-2000:]
+    finally:
+        pid = int(runs.log_path(info.path).with_suffix(".pid").read_text())
+        if runs.pid_alive(pid):
+            os.killpg(pid, signal.SIGTERM)
+    at = page("compare_page").run()
+    assert not at.exception and len(at.get("plotly_chart")) == 1
