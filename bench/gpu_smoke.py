@@ -231,9 +231,11 @@ def check_compile(mode: Mode, out: Path) -> str:
     counters.clear()
     run = out / "compile"
     cfg = load_method("hico", [*mode.overrides("hico"), "train.compile=true", f"data.path={DATA}"])
-    with timed_steps(cuda=False) as record:  # no sync counting: the compiled step is not the profiled one
-        pretrain(cfg, out=run, progress=False)
-    torch._logging.set_logs(graph_breaks=False)
+    try:
+        with timed_steps(cuda=False) as record:  # no sync counting: the compiled step is not the profiled one
+            pretrain(cfg, out=run, progress=False)
+    finally:
+        torch._logging.set_logs(graph_breaks=False)
     finished(run, mode.steps)
     breaks = counters["graph_break"]
     warm = record[2:] or record
@@ -251,11 +253,16 @@ def check_interrupt(mode: Mode, out: Path) -> str:
            "--no-progress", *set_args(mode.overrides("hico", steps=total))]  # fmt: skip
     with open(out / "interrupt.log", "w") as log:
         proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 600
-        while proc.poll() is None and logged_steps(run) < 2 and time.monotonic() < deadline:
-            time.sleep(0.05)
-        proc.send_signal(signal.SIGINT)
-        rc = proc.wait(timeout=300)
+        try:
+            deadline = time.monotonic() + 600
+            while proc.poll() is None and logged_steps(run) < 2 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            proc.send_signal(signal.SIGINT)
+            rc = proc.wait(timeout=300)
+        finally:
+            if proc.poll() is None:  # it did not stop: leave nothing running
+                proc.kill()
+                proc.wait()
     status = json.loads((run / "status.json").read_text())
     stopped = logged_steps(run)
     if rc != 130 or status.get("state") != "interrupted" or not (run / "checkpoints" / "last.pt").is_file():
@@ -330,13 +337,17 @@ def run_logged(cmd: list[str], log: Path, timeout: float) -> str:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--cpu", action="store_true", help="the dry run: the same checks CI-sized on the CPU")
-    p.add_argument("--out", type=Path, help="folder for the runs and logs (default: a new temporary folder)")
+    p.add_argument(
+        "--out", type=Path, help="a new or empty folder for the runs and logs (default: a new temporary folder)"
+    )
     args = p.parse_args(argv)
+    if args.out is not None and args.out.is_dir() and any(args.out.iterdir()):
+        p.error(f"--out {args.out} is not empty: give a new or empty folder (the runs are created inside it)")
     mode = CPU if args.cpu else GPU
     if args.cpu:  # on a busy 2-core machine a second thread waits for a core at every operation (7x slower)
         os.environ.setdefault("OMP_NUM_THREADS", "1")  # the subprocesses too
         torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
-    out = args.out or Path(tempfile.mkdtemp(prefix="hico-gpu-smoke-"))
+    out = (args.out or Path(tempfile.mkdtemp(prefix="hico-gpu-smoke-"))).resolve()  # the checks run in the repo
     out.mkdir(parents=True, exist_ok=True)
     print(f"runs and logs in {out}", flush=True)
 

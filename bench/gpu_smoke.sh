@@ -6,10 +6,11 @@
 #   bash bench/gpu_smoke.sh --cpu        # the dry run: the same checks CI-sized on the CPU
 #   bash bench/gpu_smoke.sh --out DIR    # keep the runs and logs in DIR (default: a new temporary folder)
 #
+# Offline: model.init=random everywhere (no weights are downloaded), data from data_samples/.
 # Exit code 0 when every check passed. PYTHON=... picks the interpreter (default: the clone's .venv).
 set -euo pipefail
-cd "$(dirname "$0")/.."
-PY=${PYTHON:-.venv/bin/python}
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+PY=${PYTHON:-$ROOT/.venv/bin/python}
 [ -x "$PY" ] || PY=python
-export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1  # model.init=random everywhere; nothing may be downloaded
-exec "$PY" bench/gpu_smoke.py "$@"
+export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
+exec "$PY" "$ROOT/bench/gpu_smoke.py" "$@"
