@@ -71,7 +71,7 @@ def test_similarity_scale_puts_red_at_plus_one():
     """The notebooks' texts say red = similar, blue = opposite; check that against plotly's own colours."""
     from plotly.colors import get_colorscale, hex_to_rgb, unlabel_rgb
 
-    from hico.plotting import SIMILARITY_SCALE, similarity_coloraxis
+    from hico.plotting import SIMILARITY_SCALE, pair_similarity_map, similarity_coloraxis
 
     def rgb(colour):
         return hex_to_rgb(colour) if colour.startswith("#") else unlabel_rgb(colour)
@@ -80,6 +80,9 @@ def test_similarity_scale_puts_red_at_plus_one():
     (r_lo, _, b_lo), (r_hi, _, b_hi) = rgb(scale[0][1]), rgb(scale[-1][1])
     assert r_hi > b_hi and b_lo > r_lo
     assert similarity_coloraxis()["colorscale"] == SIMILARITY_SCALE
+    drawn = pair_similarity_map([[1.0, 0.0], [0.0, 1.0]], ["a0", "b0"], "t").layout.coloraxis
+    assert [c for _, c in drawn.colorscale] == [c for _, c in scale]
+    assert (drawn.cmin, drawn.cmax) == (-1, 1)
 
 
 @pytest.mark.parametrize("path", PATHS, ids=lambda p: p.stem)
@@ -87,7 +90,7 @@ def test_similarity_maps_use_the_shared_scale(path):
     code = "\n".join(_sources(path, "code"))
     assert "RdBu" not in code, f"{path.name}: names a similarity colour scale itself; use hico.plotting's"
     if path.stem in SIMILARITY_MAPS:
-        assert "SIMILARITY_SCALE" in code or "similarity_coloraxis" in code, (
+        assert any(name in code for name in ("SIMILARITY_SCALE", "similarity_coloraxis", "pair_similarity_map")), (
             f"{path.name}: draw its similarity maps on hico.plotting's SIMILARITY_SCALE"
         )
 
