@@ -1,6 +1,6 @@
 """The tutorial notebooks: all seven are there, committed without outputs, linked from the README, self-contained,
-on one colour scale for similarity maps, and each runs top to bottom on data_samples/ (its run time and the bytes
-it wrote are printed; all seven together write at most WRITE_BUDGET_MB)."""
+on one colour scale for similarity maps, short in prose (SHORT_PROSE), and each runs top to bottom on data_samples/
+(its run time and the bytes it wrote are printed; all seven together write at most WRITE_BUDGET_MB)."""
 
 from __future__ import annotations
 
@@ -24,6 +24,10 @@ EXPECTED = [
 ]
 PATHS = sorted(NOTEBOOKS.glob("*.ipynb"))
 SIMILARITY_MAPS = ["02_infonce", "03_peer_level", "04_cross_level"]  # the notebooks that draw cosine-similarity maps
+# Notebooks whose markdown is held to MAX_PROSE_WORDS (the issue asks for about 800 words of prose each).
+# 06 and 07 are added here once their prose is cut.
+SHORT_PROSE = ["01_ultrasound_videos_and_pairs", "02_infonce", "03_peer_level", "04_cross_level", "05_softened_ce"]
+MAX_PROSE_WORDS = 850
 WRITE_BUDGET_MB = 200  # what one pass over all notebooks may leave in HICO_RUNS and a shared HICO_CACHE
 WRITTEN: dict[str, tuple[int, int]] = {}  # (runs, cache) bytes each notebook left, by test_notebook_runs_top_to_bottom
 
@@ -61,6 +65,14 @@ def test_notebook_is_self_contained(path):
             assert outside not in text, f"{path.name}: cell {i} points to {outside}; say it or link docs/method.md"
 
 
+@pytest.mark.parametrize("stem", SHORT_PROSE)
+def test_notebook_prose_is_short(stem):
+    words = sum(len(text.split()) for text in _sources(NOTEBOOKS / f"{stem}.ipynb", "markdown"))
+    assert words <= MAX_PROSE_WORDS, (
+        f"{stem}: {words} words of markdown (> {MAX_PROSE_WORDS}); cut repetition, link docs/method.md for details"
+    )
+
+
 def test_method_summary_the_notebooks_link_is_there():
     linked = {path.name for path in PATHS if any("../docs/method.md" in t for t in _sources(path, "markdown"))}
     assert linked, "no notebook links docs/method.md"
@@ -71,7 +83,7 @@ def test_similarity_scale_puts_red_at_plus_one():
     """The notebooks' texts say red = similar, blue = opposite; check that against plotly's own colours."""
     from plotly.colors import get_colorscale, hex_to_rgb, unlabel_rgb
 
-    from hico.plotting import SIMILARITY_SCALE, similarity_coloraxis
+    from hico.plotting import SIMILARITY_SCALE, pair_similarity_map, similarity_coloraxis
 
     def rgb(colour):
         return hex_to_rgb(colour) if colour.startswith("#") else unlabel_rgb(colour)
@@ -80,6 +92,9 @@ def test_similarity_scale_puts_red_at_plus_one():
     (r_lo, _, b_lo), (r_hi, _, b_hi) = rgb(scale[0][1]), rgb(scale[-1][1])
     assert r_hi > b_hi and b_lo > r_lo
     assert similarity_coloraxis()["colorscale"] == SIMILARITY_SCALE
+    drawn = pair_similarity_map([[1.0, 0.0], [0.0, 1.0]], ["a0", "b0"], "t").layout.coloraxis
+    assert [c for _, c in drawn.colorscale] == [c for _, c in scale]
+    assert (drawn.cmin, drawn.cmax) == (-1, 1)
 
 
 @pytest.mark.parametrize("path", PATHS, ids=lambda p: p.stem)
@@ -87,7 +102,7 @@ def test_similarity_maps_use_the_shared_scale(path):
     code = "\n".join(_sources(path, "code"))
     assert "RdBu" not in code, f"{path.name}: names a similarity colour scale itself; use hico.plotting's"
     if path.stem in SIMILARITY_MAPS:
-        assert "SIMILARITY_SCALE" in code or "similarity_coloraxis" in code, (
+        assert any(name in code for name in ("SIMILARITY_SCALE", "similarity_coloraxis", "pair_similarity_map")), (
             f"{path.name}: draw its similarity maps on hico.plotting's SIMILARITY_SCALE"
         )
 
