@@ -130,7 +130,7 @@ def hover_and_click_a_map_point(page, shots: Path) -> None:
     page.screenshot(path=str(shots / "embeddings-hover.png"), full_page=False)
     page.mouse.click(x, y)
     page.get_by_text("The frame and its nearest neighbours").wait_for(timeout=60_000)
-    assert page.get_by_text("global level").count()
+    page.get_by_text("global level").first.wait_for(timeout=60_000)  # captions stream in after the heading
 
 
 def brightness(colour: str) -> float:
