@@ -21,7 +21,8 @@ HICO_CACHE). Each check is wrapped: a failing check is reported and the next one
 - torchrun CONFIG, for every method whose loss leaves parameters without a gradient (found by one backward here):
   ``torchrun --standalone --nproc_per_node=2 -m hico.cli pretrain``, 3 steps; those parameters must keep their
   initial weights. With 2 GPUs: NCCL at the GPU sizes; with one GPU or --cpu: gloo on the CPU at 32 px.
-  --cpu runs only the first 2 such configurations (a launch costs ~20 s on a 2-core machine).
+  --cpu runs only the first such configuration (a launch costs ~20 s on a 2-core machine; tests/test_dist.py
+  trains every one on two gloo processes).
 
 --cpu runs one thread per process unless OMP_NUM_THREADS says otherwise. Exit code 0 when every check passed,
 1 otherwise.
@@ -90,7 +91,7 @@ class Mode:
 
 GPU = Mode("cuda", 224, 256, 32, 32, 20, ["--device", "cuda", "--size", "224", "--pairs", "64"], None)
 CPU = Mode("cpu", 32, 48, 8, 2, 2, ["--device", "cpu", "--size", "32", "--pairs", "4", "--reps", "1",
-                                    "--loader-steps", "1"], 2)  # fmt: skip
+                                    "--loader-steps", "1"], 1)  # fmt: skip
 
 
 @dataclass

@@ -1,5 +1,5 @@
-"""Shared fixtures: tiny media files written on the fly, the tiny-run settings, one tiny synthetic set and one
-short demo run for the whole session, and the location of the real data."""
+"""Shared fixtures: tiny media files written on the fly, the tiny-run settings, one tiny synthetic set, one short
+demo run, one tiny study and one full demo run for the whole session, and the location of the real data."""
 
 from __future__ import annotations
 
@@ -165,6 +165,20 @@ def tiny_runs(tmp_path_factory) -> Path:
         mp.setenv("HICO_CACHE", str(root.parent / "cache"))
         assert main(argv) == 0
     return root
+
+
+@pytest.fixture(scope="session")
+def demo_run(tmp_path_factory) -> Path:
+    """``hico pretrain --preset demo`` on data_samples/ in full (30 epochs, about 100 s on a quiet 2-core CPU), made
+    once per session: test_workflow checks that it learns and evaluates it, and the notebook test maps it in
+    notebook 07 (whose own run is this preset). Read it only."""
+    from hico.cli import main
+
+    root = tmp_path_factory.mktemp("demo")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("HICO_CACHE", str(root / "cache"))
+        assert main(["pretrain", "--preset", "demo", "--out", str(root / "run"), "--no-progress"]) == 0
+    return root / "run"
 
 
 @pytest.fixture

@@ -5,27 +5,14 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterator
-from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import scratch
 
 from hico.cli import SAMPLES, main
 from hico.train.rundir import read_metrics, read_status
 
 pytestmark = pytest.mark.slow  # minutes: the demo preset in full, then one epoch of every method
-
-
-@pytest.fixture(scope="module")
-def demo_run(tmp_path_factory) -> Iterator[Path]:
-    with scratch(tmp_path_factory, "demo") as tmp, pytest.MonkeyPatch.context() as mp:
-        out = tmp / "run"
-        mp.setenv("HICO_CACHE", str(tmp / "cache"))
-        assert main(["pretrain", "--preset", "demo", "--out", str(out), "--no-progress"]) == 0
-        mp.undo()
-        yield out
 
 
 # What the demo preset guarantees, measured, not one machine's trajectory: a run is deterministic on one CPU, but
