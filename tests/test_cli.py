@@ -107,3 +107,18 @@ def test_set_with_a_value_of_the_wrong_type_is_one_line_naming_it(tmp_path, caps
     err = capsys.readouterr().err.strip()
     assert err == "hico: error: --set train.lr=abc: expected a number (float), got 'abc'"
     assert not out.exists()
+
+
+def test_pretrain_without_out_makes_its_run_folder_under_hico_runs(tiny_data, tmp_path, monkeypatch, capsys):
+    """The folder the app lists ($HICO_RUNS) is where a run without --out goes, named <method>-<time>."""
+    from conftest import TINY_RUN
+
+    monkeypatch.setenv("HICO_RUNS", str(tmp_path / "runs"))
+    monkeypatch.setenv("HICO_CACHE", str(tmp_path / "cache"))
+    argv = ["pretrain", "--config", "simclr", "--data", str(tiny_data), "--no-progress"]
+    for item in (*TINY_RUN, "train.epochs=1", "train.max_steps=1", "train.holdout=0"):
+        argv += ["--set", item]
+    assert main(argv) == 0
+    (run,) = (tmp_path / "runs").iterdir()
+    assert run.name.startswith("simclr-") and (run / "backbone.pt").is_file()
+    assert f"finished: {run}" in capsys.readouterr().out

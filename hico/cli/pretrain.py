@@ -7,7 +7,7 @@ import os
 import time
 from pathlib import Path
 
-from hico.paths import PROJECT_ROOT, SAMPLES
+from hico.paths import SAMPLES
 from hico.train.rundir import RESUMABLE
 
 PRESETS: dict[str, dict] = {
@@ -45,7 +45,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a setting, e.g. --set train.epochs=50 --set loss.lam=0.3 (repeatable)")  # fmt: skip
     p.add_argument("--data", type=Path, help="dataset folder (default with --preset demo: data_samples/)")
-    p.add_argument("--out", type=Path, help="new run directory (default: runs/<method>-<time>)")
+    p.add_argument(
+        "--out", type=Path, help="new run directory (default: <runs>/<method>-<time>, <runs> being $HICO_RUNS or runs/)"
+    )
     p.add_argument(
         "--preset", choices=sorted(PRESETS), help=" ; ".join(f"{k}: {v['about']}" for k, v in PRESETS.items())
     )
@@ -92,7 +94,10 @@ def _is_rank_zero() -> bool:
 
 
 def _new_run_dir(name: str) -> Path:
-    base = PROJECT_ROOT / "runs" / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    """A free folder name ``<method>-<time>`` under the runs folder the app lists (``$HICO_RUNS`` or ``runs/``)."""
+    from hico.runs import runs_root
+
+    base = runs_root() / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
     path, i = base, 1
     while path.exists():
         path, i = base.with_name(f"{base.name}-{i}"), i + 1
