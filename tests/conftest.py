@@ -102,6 +102,80 @@ def fake_run(root, data, labelled, pretrained, seed=0):
     return root
 
 
+APP = ROOT / "app"
+
+
+def _one_page(app_dir: str, module: str) -> None:  # the source of a one-page app (AppTest.from_function)
+    import importlib
+    import sys
+    from pathlib import Path
+
+    for p in (app_dir, str(Path(app_dir).parent)):
+        if p not in sys.path:
+            sys.path.insert(0, p)
+    importlib.import_module(module).page()
+
+
+def app_page(module: str, timeout: float = 120):
+    """An AppTest of one page of the workbench, ``app/<module>.py``'s ``page()``, alone (not run yet)."""
+    from streamlit.testing.v1 import AppTest
+
+    return AppTest.from_function(_one_page, args=(str(APP), module), default_timeout=timeout)
+
+
+def free_port() -> int:
+    """A TCP port of 127.0.0.1 that nothing listens on now."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    """A ``streamlit run app/main.py`` process of :func:`streamlit_server`; ``output`` is what it printed, once it
+    has stopped."""
+
+    def __init__(self, proc, port: int) -> None:
+        self.proc, self.port, self.output = proc, port, ""
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"  # the app serves 127.0.0.1 only (app/.streamlit/config.toml)
+
+
+@contextmanager
+def streamlit_server(cwd: Path, env: dict[str, str], *flags: str) -> Iterator[Server]:
+    """Start the workbench as a user would (``streamlit run app/main.py`` in ``cwd``), wait until it answers its
+    health check (or fail the test with what it printed), and stop it on the way out."""
+    import subprocess
+    import time
+    import urllib.request
+
+    port = free_port()
+    cmd = [sys.executable, "-m", "streamlit", "run", str(APP / "main.py"), "--server.port", str(port), *flags]
+    proc = subprocess.Popen(
+        cmd, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        text=True,
+    )  # fmt: skip
+    server = Server(proc, port)
+    try:
+        deadline = time.time() + 60
+        while True:
+            try:
+                urllib.request.urlopen(f"{server.url}/_stcore/health", timeout=1)
+                break
+            except OSError:
+                if time.time() > deadline or proc.poll() is not None:
+                    proc.kill()
+                    pytest.fail(f"the server did not start: {proc.stdout.read()[-2000:]}")
+                time.sleep(0.5)
+        yield server
+    finally:
+        proc.terminate()
+        server.output = proc.communicate(timeout=20)[0]
+
+
 @pytest.fixture(autouse=True)
 def _keep_main_module() -> Iterator[None]:
     """Put ``sys.modules["__main__"]`` back after each test.

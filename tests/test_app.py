@@ -11,27 +11,16 @@ import pytest
 import yaml
 
 pytest.importorskip("streamlit")
+from conftest import APP, app_page  # noqa: E402
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
 from hico.runs import list_runs  # noqa: E402
 
-APP = Path(__file__).resolve().parent.parent / "app"
 SAMPLES = APP.parent / "data_samples"
 
 
-def _page(app_dir: str, module: str) -> None:  # the source of a one-page app (AppTest.from_function)
-    import importlib
-    import sys
-    from pathlib import Path
-
-    for p in (app_dir, str(Path(app_dir).parent)):
-        if p not in sys.path:
-            sys.path.insert(0, p)
-    importlib.import_module(module).page()
-
-
 def page(module: str, timeout: float = 120) -> AppTest:
-    return AppTest.from_function(_page, args=(str(APP), module), default_timeout=timeout)
+    return app_page(module, timeout)
 
 
 @pytest.fixture(autouse=True)

@@ -9,15 +9,11 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest import scratch
+from conftest import scratch, streamlit_server
 
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -38,12 +34,6 @@ PAGES = [  # (url path, text that shows the page has rendered its content)
 ]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, tiny_runs, tiny_study):
     with scratch(tmp_path_factory, "browser") as tmp:
@@ -54,25 +44,8 @@ def _serve(tmp: Path, tiny_runs: Path, tiny_study: Path):
     env = {**os.environ, "HICO_CACHE": str(tmp / "cache"), "HICO_RUNS": str(tmp / "runs")}
     shutil.copytree(tiny_runs / "tiny", tmp / "runs" / "demo")  # the session's short demo run (conftest.py)
     shutil.copytree(tiny_study, tmp / "runs" / "studies" / "tiny")  # and its tiny study
-    port = free_port()
-    cmd = [sys.executable, "-m", "streamlit", "run", str(ROOT / "app" / "main.py"), "--server.port", str(port)]
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    url = f"http://127.0.0.1:{port}"  # the app serves 127.0.0.1 only (app/.streamlit/config.toml)
-    try:
-        deadline = time.time() + 60
-        while True:
-            try:
-                urllib.request.urlopen(f"{url}/_stcore/health", timeout=1)
-                break
-            except OSError:
-                if time.time() > deadline or proc.poll() is not None:
-                    proc.kill()
-                    pytest.fail(f"the server did not start: {proc.stdout.read()[-2000:]}")
-                time.sleep(0.5)
-        yield url
-    finally:
-        proc.terminate()
-        proc.wait(timeout=20)
+    with streamlit_server(ROOT, env) as server:
+        yield server.url
 
 
 def test_every_page_renders_in_chromium(server, tmp_path):

@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -23,7 +22,7 @@ from typing import Any
 
 import pytest
 import torch
-from conftest import scratch
+from conftest import free_port, scratch
 from torch import Tensor, nn
 
 from hico import dist
@@ -119,12 +118,6 @@ STEP_CASES: dict[str, tuple[dict[str, Any], dict[str, Any], list[int]]] = {
 
 def _toy_input() -> Tensor:
     return torch.randn(2 * WORLD, 5, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _worker(rank: int, port: int, workdir: str) -> None:
@@ -225,7 +218,7 @@ def ranks(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[dict[str, A
         for case, (model_cfg, *_) in {**CASES, **STEP_CASES}.items():  # the same initial weights in every process
             torch.manual_seed(0)
             torch.save(HiCoNet(ModelConfig(**model_cfg)).double().state_dict(), workdir / f"{case}.pt")
-        torch.multiprocessing.spawn(_worker, args=(_free_port(), str(workdir)), nprocs=WORLD, join=True)
+        torch.multiprocessing.spawn(_worker, args=(free_port(), str(workdir)), nprocs=WORLD, join=True)
         results = [torch.load(workdir / f"rank{r}.pt", weights_only=False) for r in range(WORLD)]
     yield results
 
@@ -423,7 +416,7 @@ def test_methods_with_unused_parts_train_under_two_processes(partly_used, tmp_pa
     # classifier (no soft_ce, num_classes 0), uses every part it builds
     assert "hico-ablation-t1-local" in partly_used and "hico-ablation-t3-contrastive" not in partly_used
     data = write_dataset(tmp_path / "set", videos_per_class=2, n_frames=4, size=48, seed=1, progress=False)
-    jobs = [(name, _free_port()) for name in partly_used]
+    jobs = [(name, free_port()) for name in partly_used]
     torch.multiprocessing.spawn(_train_worker, args=(jobs, str(data), str(tmp_path)), nprocs=WORLD, join=True)
     for r in range(WORLD):
         assert torch.load(tmp_path / f"train_rank{r}.pt", weights_only=False) == {}
@@ -520,7 +513,7 @@ def test_stop_and_non_finite_loss_on_one_rank_stop_every_rank(tmp_path: Path) ->
     from hico.train.rundir import load_checkpoint
 
     data = write_dataset(tmp_path / "set", videos_per_class=2, n_frames=4, size=48, seed=1, progress=False)
-    jobs = [("stop", _free_port()), ("nan", _free_port())]
+    jobs = [("stop", free_port()), ("nan", free_port())]
     torch.multiprocessing.spawn(_stop_worker, args=(jobs, str(data), str(tmp_path)), nprocs=WORLD, join=True)
     seen = [torch.load(tmp_path / f"stop_rank{r}.pt", weights_only=False) for r in range(WORLD)]
     for r in range(WORLD):

@@ -7,7 +7,6 @@ import multiprocessing as mp
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -41,43 +40,14 @@ def pretrain_cli(data: Path, out: Path, *overrides: str, cache: Path) -> subproc
 
 
 # ------------------------------------------------------------------------------------------------ run lock
-def _contend_for_run(root: str, start, done, results, pause: float) -> None:
-    """One process: wait for the others, try to create the run, report, keep it until every process has tried."""
-    import hico.train.rundir as rundir
+def _lock_race():
+    """bench/lock_race.py, whose ``trial`` races processes for one run directory (the test and the bench share it)."""
+    import importlib.util
 
-    if pause:  # a process descheduled just before and just after it opens the lock file (this one only)
-        real_open = os.open
-
-        def slow_open(path, *a, **k):
-            lock = str(path).endswith(".lock")
-            time.sleep(pause if lock else 0)
-            fd = real_open(path, *a, **k)
-            time.sleep(pause if lock else 0)
-            return fd
-
-        rundir.os.open = slow_open
-    start.wait()
-    try:
-        rundir.RunDir.create(root, {"owner": os.getpid()})
-        results.put(True)
-    except FileExistsError:
-        results.put(False)
-    done.wait()
-
-
-def _owners(root: Path, procs: int, pause: float) -> int:
-    """How many of ``procs`` processes, released together at a barrier, got the run directory ``root``."""
-    ctx = mp.get_context("fork")
-    start, done, results = ctx.Barrier(procs), ctx.Barrier(procs), ctx.Queue()
-    workers = [
-        ctx.Process(target=_contend_for_run, args=(str(root), start, done, results, pause)) for _ in range(procs)
-    ]
-    for w in workers:
-        w.start()
-    owners = sum(results.get(timeout=60) for _ in workers)
-    for w in workers:
-        w.join(timeout=60)
-    return owners
+    spec = importlib.util.spec_from_file_location("lock_race", Path(__file__).parent.parent / "bench" / "lock_race.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def test_lock_simultaneous_creates_have_exactly_one_owner(tmp_path):
@@ -88,8 +58,9 @@ def test_lock_simultaneous_creates_have_exactly_one_owner(tmp_path):
     them; bench/lock_race.py measures the unpaused race (62 of 400 trials with two owners before the lock was
     an flock).
     """
+    race = _lock_race()
     for trial in range(24):
-        owners = _owners(tmp_path / f"run-{trial}", procs=4, pause=0.05 if trial % 2 else 0.0)
+        owners = race.trial(tmp_path / f"run-{trial}", procs=4, pause=0.05 if trial % 2 else 0.0)
         assert owners == 1, f"trial {trial}: {owners} owners"
 
 

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from conftest import TINY_RUN, ramp, write_image
+from conftest import APP, TINY_RUN, app_page, ramp, write_image
 
 from hico.cli import main
 from hico.data import scan
@@ -193,25 +193,7 @@ def test_resolve_classes_fills_auto_and_keeps_explicit_values():
 
 # ------------------------------------------------------------------------------------------------- the app
 
-APP = Path(__file__).resolve().parent.parent / "app"
 SAMPLES = APP.parent / "data_samples"
-
-
-def _page(app_dir: str, module: str) -> None:  # the source of a one-page app (AppTest.from_function)
-    import importlib
-    import sys
-    from pathlib import Path
-
-    for p in (app_dir, str(Path(app_dir).parent)):
-        if p not in sys.path:
-            sys.path.insert(0, p)
-    importlib.import_module(module).page()
-
-
-def app_page(module: str, timeout: float = 120):
-    from streamlit.testing.v1 import AppTest
-
-    return AppTest.from_function(_page, args=(str(APP), module), default_timeout=timeout)
 
 
 def main_app():

@@ -5,13 +5,11 @@ from __future__ import annotations
 
 import os
 import socket
-import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
+from conftest import streamlit_server
 
 pytest.importorskip("streamlit")
 from streamlit import config  # noqa: E402
@@ -20,12 +18,6 @@ APP = Path(__file__).resolve().parent.parent / "app"
 if str(APP) not in sys.path:
     sys.path.insert(0, str(APP))  # the app's common module, as the app itself imports it
 PROC_NET = (Path("/proc/net/tcp"), Path("/proc/net/tcp6"))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def listening_addresses(port: int) -> set[str]:
@@ -54,28 +46,9 @@ def clean_env(home: Path) -> dict[str, str]:
 def serve(cwd: Path, *flags: str) -> tuple[set[str], str]:
     """Start ``streamlit run app/main.py`` in ``cwd`` as a user would, wait until it answers on 127.0.0.1, and
     return (the addresses it listens on, what it printed)."""
-    port = free_port()
-    cmd = [sys.executable, "-m", "streamlit", "run", str(APP / "main.py"), "--server.port", str(port), *flags]
-    proc = subprocess.Popen(
-        cmd, cwd=cwd, env=clean_env(cwd), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT, text=True,
-    )  # fmt: skip
-    try:
-        deadline = time.time() + 60
-        while True:
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=1)
-                break
-            except OSError:
-                if time.time() > deadline or proc.poll() is not None:
-                    proc.kill()
-                    pytest.fail(f"the server did not start: {proc.stdout.read()[-2000:]}")
-                time.sleep(0.5)
-        addresses = listening_addresses(port)
-    finally:
-        proc.terminate()
-        out = proc.communicate(timeout=20)[0]
-    return addresses, out
+    with streamlit_server(cwd, clean_env(cwd), *flags) as server:
+        addresses = listening_addresses(server.port)
+    return addresses, server.output
 
 
 @pytest.mark.skipif(not PROC_NET[0].exists(), reason="reads the listening sockets from /proc/net (Linux)")
