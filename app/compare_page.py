@@ -25,7 +25,6 @@ from common import check_dataset_path, dataset_path, runs_root
 COLOURS = plotly.colors.qualitative.Plotly
 PROTOCOL_NAMES = {"knn": "k-NN on frozen features", "probe": "linear probe on frozen features",
                   "finetune": "fine-tuning (honest: inner-validation epoch)"}  # fmt: skip
-METHODS = ("hico", "simclr", "uscl", "ucl", "ivpp", "mocov2", "byol", "random")
 
 
 def page() -> None:
@@ -182,8 +181,12 @@ def start_form() -> None:
         st.error(str(e))
         return
     st.caption(f"Pretraining and evaluation data: `{data}` (change it on the Data page).")
+    from hico.config import method_names
+
     with st.form("study"):
-        methods = st.multiselect("Methods", METHODS, default=["hico", "simclr", "random"])
+        methods = st.multiselect(
+            "Methods", [*method_names(ablation=False), "random"], default=["hico", "simclr", "random"]
+        )
         fractions = st.multiselect("Label fractions", [0.05, 0.1, 0.25, 0.5, 1.0], default=[0.25, 1.0])
         protocols = st.multiselect("Protocols", list(PROTOCOL_NAMES), default=["knn", "probe"],
                                    format_func=PROTOCOL_NAMES.get)  # fmt: skip

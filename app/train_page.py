@@ -13,7 +13,6 @@ from common import SAMPLES, dataset_path, runs_root
 
 STATE_ICONS = {"running": "🟢", "starting": "⏳", "finished": "✅", "failed": "❌", "interrupted": "⏸️", "dead": "💀",
                "unreadable": "⚠️"}  # fmt: skip
-ABLATION_PREFIX = "hico-ablation-"
 MIN_STEPS_PER_EPOCH = 10  # fewer, and an epoch's curves have hardly a point
 SCALES = {  # starting points of the form: (epochs, batch, size, lr, pairs per video)
     "demo scale: about 2 minutes on a laptop CPU (32 px, many small steps)": (30, 16, 32, 0.003, 8),
@@ -32,15 +31,14 @@ def page() -> None:
 
 def choose_method() -> str:
     """A method of the paper's families, or a row of the paper's ablation tables; its description below."""
-    from hico.config import load_method, method_names
+    from hico.config import ABLATION_PREFIX, load_method, method_names
 
-    names = method_names()
     group = st.radio("Methods", ["methods", "ablation rows (the paper's Tables 1-3)"], horizontal=True)
     if group == "methods":
-        options = [n for n in names if not n.startswith(ABLATION_PREFIX)]
+        options = method_names(ablation=False)
         method = st.selectbox("Method", options, index=options.index("hico"))
     else:
-        options = [n for n in names if n.startswith(ABLATION_PREFIX)]
+        options = method_names(ablation=True)
         method = st.selectbox("Ablation row", options, format_func=lambda n: n.removeprefix(ABLATION_PREFIX))
     st.caption(" ".join(load_method(method).description.split()))
     return method

@@ -246,9 +246,15 @@ def config_dir() -> Path:
     return Path(str(resources.files("hico") / "configs"))
 
 
-def method_names() -> list[str]:
-    """Names of every shipped method configuration (file stems of ``hico/configs/*.yaml``)."""
-    return sorted(p.stem for p in config_dir().glob("*.yaml"))
+ABLATION_PREFIX = "hico-ablation-"
+"""Shipped configurations named so are rows of the paper's ablation tables, not methods of their own."""
+
+
+def method_names(ablation: bool | None = None) -> list[str]:
+    """Names of the shipped method configurations (file stems of ``hico/configs/*.yaml``): all of them, or only the
+    rows of the paper's ablation tables (``ablation=True``), or only the methods (``ablation=False``)."""
+    names = sorted(p.stem for p in config_dir().glob("*.yaml"))
+    return names if ablation is None else [n for n in names if n.startswith(ABLATION_PREFIX) == ablation]
 
 
 def method_from_dict(raw: dict, source: str = "config") -> MethodConfig:

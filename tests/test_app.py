@@ -134,6 +134,21 @@ def test_train_page_launches_a_run_in_its_own_process_and_stops_it(tmp_path, sto
     assert not run.path.exists() and list_runs(tmp_path / "runs") == []
 
 
+def test_every_shipped_method_is_offered_where_methods_are_chosen():
+    """The Train page lists methods and ablation rows apart, and the Compare page offers every method: both from
+    hico/configs/, so a new method's YAML file is all the app needs."""
+    from hico.config import method_names
+
+    methods, rows = method_names(ablation=False), method_names(ablation=True)
+    assert "byol" in methods and "hico-ablation-t1-local" in rows and not set(methods) & set(rows)
+    at = page("train_page").run()
+    assert at.selectbox[0].options == methods
+    at.radio[0].set_value(at.radio[0].options[1]).run()
+    assert at.selectbox[0].options == [r.removeprefix("hico-ablation-") for r in rows]
+    at = page("compare_page").run()
+    assert at.multiselect[0].options == [*methods, "random"]
+
+
 def test_train_page_warns_when_an_epoch_has_few_steps():
     at = page("train_page").run()
     assert not at.warning  # the demo scale: 29 videos trained on (a fifth held out) x 8 pairs / 16 = 14 steps
