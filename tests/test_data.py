@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import ramp, write_clip, write_image
+from conftest import ROOT, ramp, write_clip, write_image
 
 from hico.data import DatasetError, scan
 from hico.data.cache import FrameCache, source_key
@@ -284,3 +284,33 @@ def test_files_are_untouched(tmp_path):
     scan(tmp_path, size=16, cache_dir=tmp_path / "cache").load_all(progress=False)
     assert (f.read_bytes(), f.stat().st_mtime_ns) == before
     assert sorted(p.name for p in Path(tmp_path / "c").iterdir()) == ["v.mp4"]
+
+
+def test_pool_videos_links_every_video_under_its_source_name_without_labels(tiny_data, tmp_path, capsys):
+    """bench/pool_videos.py: two datasets become one, classed by source, patients kept apart, ids unchanged; a
+    video id in both sources is a one-line error (exit 2)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("pool_videos", ROOT / "bench" / "pool_videos.py")
+    pool_videos = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(pool_videos)
+    other = tmp_path / "clips"
+    write_clip(other / "covid" / "c1.mp4", ramp(5))
+    write_clip(other / "regular" / "r1.mp4", ramp(4))
+    (other / "index.csv").write_text(
+        "file,video_id,class,split_group\ncovid/c1.mp4,c1,covid,covid_p00\nregular/r1.mp4,r1,regular,solo\n"
+    )
+    first = {v.video_id: v for v in scan(tiny_data, cache_dir=None).videos}
+    assert "covid_p00" in {v.group for v in first.values()}  # a patient name both sources use
+    assert pool_videos.main([str(tmp_path / "pool"), str(tiny_data), str(other)]) == 0
+    pooled = scan(tmp_path / "pool", cache_dir=None)
+    assert len(pooled.videos) == len(first) + 2 and pooled.classes == sorted([tiny_data.name, "clips"])
+    by_id = {v.video_id: v for v in pooled.videos}
+    for vid, video in first.items():
+        assert by_id[vid].label == tiny_data.name and by_id[vid].group == video.group
+        assert [f.read_bytes() for f in by_id[vid].files] == [f.read_bytes() for f in video.files]
+    assert by_id["c1"].group == "clips:covid_p00" and by_id["r1"].group == "solo"  # covid_p00: the first source's
+    assert pooled.load_all(progress=False).frames(len(first)).shape[0] == 5
+    assert pool_videos.main([str(tmp_path / "again"), str(other), str(other / ".." / "clips")]) == 2
+    assert pool_videos.main([str(tmp_path / "pool"), str(other)]) == 2  # not empty
+    assert capsys.readouterr().err.count("pool_videos: error:") == 2
