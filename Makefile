@@ -1,5 +1,6 @@
 # Two commands do everything: `make run` (the workbench on data_samples/) and `make test` (the whole suite).
-# `make test-fast`: lint and every test not marked slow (no notebooks, browser, workflow runs, kill/resume, torchrun).
+# `make test-fast`: lint and every test not marked slow (no notebooks, browser, workflow runs, kill/resume, torchrun),
+# on two processes (pytest-xdist; the tests run torch on one thread each). `make test` runs everything in one process.
 # Both create .venv on first use and reinstall only when requirements.txt or pyproject.toml change.
 PYTHON ?= python3
 VENV   := .venv
@@ -19,7 +20,7 @@ test: $(STAMP) browser
 test-fast: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/python -m pytest -m "not slow"
+	$(BIN)/python -m pytest -m "not slow" -n 2
 
 lab: $(STAMP)
 	$(BIN)/jupyter lab notebooks/
