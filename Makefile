@@ -1,6 +1,8 @@
 # Two commands do everything: `make run` (the workbench on data_samples/) and `make test` (the whole suite).
 # `make test-fast`: lint and every test not marked slow (no notebooks, browser, workflow runs, kill/resume, torchrun),
-# on two processes (pytest-xdist; the tests run torch on one thread each). `make test` runs everything in one process.
+# on two processes (pytest-xdist; the tests run torch on one thread each). `make test` runs everything on two
+# processes too, each test file whole in one of them (--dist loadfile: module fixtures and the notebooks' write
+# budget stay in one process).
 # Both create .venv on first use and reinstall only when requirements.txt or pyproject.toml change.
 PYTHON ?= python3
 VENV   := .venv
@@ -15,7 +17,7 @@ run: $(STAMP)
 test: $(STAMP) browser
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n 2 --dist loadfile
 
 test-fast: $(STAMP)
 	$(BIN)/ruff check .
