@@ -6,7 +6,8 @@ Every video of every SRC goes to ``DST/<SRC name>/`` (its files hard-linked when
 copied otherwise), and ``DST/index.csv`` lists them with the class ``<SRC name>`` (so no method can learn a
 source's labels from it: pretrain with ``--set data.label_rate=0``), their patient groups (a group name that an
 earlier source already used becomes ``<SRC name>:<group>``, so two sources' patients never merge), and their video
-ids unchanged, so that ``hico study`` can report which evaluation videos a pretraining saw. The README's second COVID-BLUES -> POCUS study pretrains on such a pool.
+ids unchanged, so that ``hico study`` can report which evaluation videos a pretraining saw. The README's second
+COVID-BLUES -> POCUS study pretrains on such a pool.
 """
 
 from __future__ import annotations
@@ -20,6 +21,9 @@ from pathlib import Path
 
 from hico.data import scan
 from hico.errors import UserError
+from hico.io import atomic_write
+
+INDEX_COLUMNS = ("file", "video_id", "class", "split_group")
 
 
 def link(src: Path, dst: Path) -> None:
@@ -42,21 +46,18 @@ def pool(dst: Path, sources: list[Path]) -> int:
     for source, name in zip(sources, names, strict=True):
         data = scan(source, cache_dir=None)
         root = data.root.resolve()
-        taken = {v.group for v in data.videos} & groups  # patient names an earlier source used
-        groups |= {v.group for v in data.videos}
+        own = {v.group for v in data.videos}
+        taken, groups = own & groups, groups | own  # taken: patient names an earlier source used
         for video in data.videos:
             if video.video_id in seen:
                 raise UserError(f"video id {video.video_id!r} is in both {seen[video.video_id]} and {source}")
             seen[video.video_id] = source
+            group = f"{name}:{video.group}" if video.group in taken else video.group
             for file in video.files:
                 relative = Path(name) / Path(file).resolve().relative_to(root)
                 link(Path(file), dst / relative)
-                group = f"{name}:{video.group}" if video.group in taken else video.group
                 rows.append((relative.as_posix(), video.video_id, name, group))
-    with open(dst / "index.csv", "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["file", "video_id", "class", "split_group"])
-        writer.writerows(rows)
+    atomic_write(dst / "index.csv", lambda f: csv.writer(f, lineterminator="\n").writerows([INDEX_COLUMNS, *rows]))
     return len(seen)
 
 

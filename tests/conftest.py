@@ -105,6 +105,18 @@ def fake_run(root, data, labelled, pretrained, seed=0):
 APP = ROOT / "app"
 
 
+def load_bench(name: str):
+    """The script ``bench/<name>.py`` as a module (bench/ is not a package), registered in ``sys.modules`` (its
+    dataclasses look their module up there)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, ROOT / "bench" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
 def _one_page(app_dir: str, module: str) -> None:  # the source of a one-page app (AppTest.from_function)
     import importlib
     import sys

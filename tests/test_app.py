@@ -11,16 +11,13 @@ import pytest
 import yaml
 
 pytest.importorskip("streamlit")
-from conftest import APP, app_page  # noqa: E402
+from conftest import APP  # noqa: E402
+from conftest import app_page as page  # noqa: E402
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
 from hico.runs import list_runs  # noqa: E402
 
 SAMPLES = APP.parent / "data_samples"
-
-
-def page(module: str, timeout: float = 120) -> AppTest:
-    return app_page(module, timeout)
 
 
 @pytest.fixture(autouse=True)

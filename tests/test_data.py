@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import ROOT, ramp, write_clip, write_image
+from conftest import load_bench, ramp, write_clip, write_image
 
 from hico.data import DatasetError, scan
 from hico.data.cache import FrameCache, source_key
@@ -289,11 +289,7 @@ def test_files_are_untouched(tmp_path):
 def test_pool_videos_links_every_video_under_its_source_name_without_labels(tiny_data, tmp_path, capsys):
     """bench/pool_videos.py: two datasets become one, classed by source, patients kept apart, ids unchanged; a
     video id in both sources is a one-line error (exit 2)."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("pool_videos", ROOT / "bench" / "pool_videos.py")
-    pool_videos = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(pool_videos)
+    pool_videos = load_bench("pool_videos")
     other = tmp_path / "clips"
     write_clip(other / "covid" / "c1.mp4", ramp(5))
     write_clip(other / "regular" / "r1.mp4", ramp(4))

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import TINY_RUN
+from conftest import TINY_RUN, load_bench
 
 from hico.cli import main
 from hico.runs import exit_path, list_runs, log_path, run_info
@@ -40,16 +40,6 @@ def pretrain_cli(data: Path, out: Path, *overrides: str, cache: Path) -> subproc
 
 
 # ------------------------------------------------------------------------------------------------ run lock
-def _lock_race():
-    """bench/lock_race.py, whose ``trial`` races processes for one run directory (the test and the bench share it)."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("lock_race", Path(__file__).parent.parent / "bench" / "lock_race.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_lock_simultaneous_creates_have_exactly_one_owner(tmp_path):
     """Many processes create the same run at once: exactly one gets it, every time.
 
@@ -58,7 +48,7 @@ def test_lock_simultaneous_creates_have_exactly_one_owner(tmp_path):
     them; bench/lock_race.py measures the unpaused race (62 of 400 trials with two owners before the lock was
     an flock).
     """
-    race = _lock_race()
+    race = load_bench("lock_race")  # its trial(): processes released together race for one run
     for trial in range(24):
         owners = race.trial(tmp_path / f"run-{trial}", procs=4, pause=0.05 if trial % 2 else 0.0)
         assert owners == 1, f"trial {trial}: {owners} owners"

@@ -3,29 +3,21 @@ one failing check neither stops the others nor hides in the exit code."""
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from conftest import load_bench
 
 from hico.config import method_names
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def _smoke():
-    spec = importlib.util.spec_from_file_location("gpu_smoke", ROOT / "bench" / "gpu_smoke.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_a_failing_check_is_reported_and_the_next_one_runs(capsys):
-    smoke = _smoke()
+    smoke = load_bench("gpu_smoke")
     results = []
     smoke.run_check(results, "first", lambda: "1 figure")
     smoke.run_check(results, "broken", lambda: 1 / 0)
