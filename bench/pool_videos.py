@@ -36,22 +36,25 @@ def link(src: Path, dst: Path) -> None:
 
 
 def pool(dst: Path, sources: list[Path]) -> int:
-    """Pool ``sources`` into ``dst`` (see the module docstring); returns the number of videos."""
+    """Pool ``sources`` into ``dst`` (see the module docstring); returns the number of videos. Every source is
+    scanned and checked before the first file is linked, so a refused pool leaves nothing behind."""
     if dst.exists() and any(dst.iterdir()):
         raise UserError(f"{dst} is not empty: pool into a new folder")
     names = [s.resolve().name for s in sources]
     if len(set(names)) < len(names):
         raise UserError(f"two sources have the same folder name ({', '.join(names)}): rename one")
-    rows, seen, groups = [], {}, set()
-    for source, name in zip(sources, names, strict=True):
-        data = scan(source, cache_dir=None)
-        root = data.root.resolve()
-        own = {v.group for v in data.videos}
-        taken, groups = own & groups, groups | own  # taken: patient names an earlier source used
+    datasets, seen = [scan(source, cache_dir=None) for source in sources], {}
+    for source, data in zip(sources, datasets, strict=True):
         for video in data.videos:
             if video.video_id in seen:
                 raise UserError(f"video id {video.video_id!r} is in both {seen[video.video_id]} and {source}")
             seen[video.video_id] = source
+    rows, groups = [], set()
+    for name, data in zip(names, datasets, strict=True):
+        root = data.root.resolve()
+        own = {v.group for v in data.videos}
+        taken, groups = own & groups, groups | own  # taken: patient names an earlier source used
+        for video in data.videos:
             group = f"{name}:{video.group}" if video.group in taken else video.group
             for file in video.files:
                 relative = Path(name) / Path(file).resolve().relative_to(root)

@@ -308,5 +308,7 @@ def test_pool_videos_links_every_video_under_its_source_name_without_labels(tiny
     assert by_id["c1"].group == "clips:covid_p00" and by_id["r1"].group == "solo"  # covid_p00: the first source's
     assert pooled.load_all(progress=False).frames(len(first)).shape[0] == 5
     assert pool_videos.main([str(tmp_path / "again"), str(other), str(other / ".." / "clips")]) == 2
+    assert pool_videos.main([str(tmp_path / "twice"), str(other), str(tiny_data), str(tmp_path / "pool")]) == 2
+    assert not (tmp_path / "twice").exists()  # the ids in both were found before anything was linked
     assert pool_videos.main([str(tmp_path / "pool"), str(other)]) == 2  # not empty
-    assert capsys.readouterr().err.count("pool_videos: error:") == 2
+    assert capsys.readouterr().err.count("pool_videos: error:") == 3
