@@ -100,6 +100,7 @@ def show_study(folder: Path) -> None:
         with tab:
             mine = [r for r in rows if r["protocol"] == protocol]
             st.plotly_chart(curves_figure(mine, protocol), width="stretch")
+            paired_table(study, protocol)
             per_class_table(study, protocol)
     st.subheader("Every result")
     st.dataframe(rows, hide_index=True)
@@ -151,6 +152,24 @@ def _ok(x) -> bool:
 def _transparent(colour: str) -> str:
     r, g, b = plotly.colors.hex_to_rgb(colour)
     return f"rgba({r}, {g}, {b}, 0.15)"
+
+
+def paired_table(study: dict, protocol: str) -> None:
+    """Each method's gap to random init on the same test videos, with its paired interval (``study.json``'s
+    ``paired``: both backbones scored on the same bootstrap draws of patients, so what they share cancels)."""
+    rows = [
+        {"method": r["method"], "label fraction": r["label_fraction"],
+         "difference (points)": round(100 * r["difference"], 1),
+         "95% paired CI": f"{100 * r['ci_low']:+.1f} to {100 * r['ci_high']:+.1f}",
+         "clear gain": "yes" if r["ci_low"] > 0 else ("clear loss" if r["ci_high"] < 0 else "no")}
+        for r in study.get("paired", []) if r["protocol"] == protocol
+    ]  # fmt: skip
+    if rows:
+        st.caption(
+            f"Against {study['paired'][0]['baseline']} on the same test videos: the difference of the accuracies "
+            "and its paired 95 % interval (an interval above 0 is a gain that patient sampling does not explain)"
+        )
+        st.dataframe(rows, hide_index=True)
 
 
 def per_class_table(study: dict, protocol: str) -> None:

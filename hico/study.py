@@ -23,9 +23,11 @@ method alike (:mod:`hico.eval.leakage`).
 
 Output in ``--out DIR``: ``study.csv`` (one row per method x label fraction x protocol, :data:`COLUMNS`; the 95 %
 interval resamples patient groups), ``study.json`` (the settings, every method's pretraining, the folds and, per
-cell, per-fold accuracies and per-class precision / recall / F1), ``runs/<method>/`` (the pretraining runs). The
-files are rewritten after every finished cell; run the same command again after an interruption and it resumes:
-finished pretraining and finished cells are reused, a killed pretraining continues from its last checkpoint.
+cell, per-fold accuracies, per-class precision / recall / F1 and per-video results; ``paired``: each method's
+accuracy minus random init's on the same test videos, with a paired 95 % interval that draws the same patients for
+both), ``runs/<method>/`` (the pretraining runs). The files are rewritten after every finished cell; run the same
+command again after an interruption and it resumes: finished pretraining and finished cells are reused, a killed
+pretraining continues from its last checkpoint.
 """
 
 from __future__ import annotations
@@ -307,6 +309,7 @@ class Study:
         for name, _ in entries:
             self.state["methods"][name]["leakage"] = guards[name].report(splits, ids)
         self.state["classes"] = list(videos.classes)
+        self.state["groups"] = {v.video_id: v.group for v in videos.videos}
         self._save()
         for name, rec in entries:
             todo = [(f, p) for f in cfg.label_fractions for p in cfg.protocols if _key(name, f, p) not in self.cells]
@@ -335,8 +338,34 @@ class Study:
                 self.cells[_key(name, fraction, protocol)] = cell
                 self._save()
         rows = self.rows()
+        self.state["paired"] = self.paired()
         self._save()
         return rows
+
+    def paired(self, baseline: str = "random") -> list[dict]:
+        """Every method against ``baseline`` (when the study has it), cell by cell: the accuracy difference on the
+        same test videos and its paired 95 % interval (:func:`hico.eval.metrics.paired_difference`: each
+        bootstrap replicate draws the same patient groups for both). Cells without per-video results (written
+        by an older version) are left out."""
+        from hico.eval.metrics import paired_difference
+
+        names = [self.spec_of(m)[0] for m in self.cfg.methods]
+        if baseline not in names:
+            return []
+        out = []
+        for name in names:
+            for f in self.cfg.label_fractions:
+                for p in self.cfg.protocols:
+                    mine, theirs = self.cells.get(_key(name, f, p)), self.cells.get(_key(baseline, f, p))
+                    if name == baseline or not (mine and theirs and "per_video" in mine and "per_video" in theirs):
+                        continue
+                    d, low, high = paired_difference(
+                        mine["per_video"], theirs["per_video"], self.state["groups"], n=self.cfg.bootstrap,
+                        seed=self.cfg.seed,
+                    )  # fmt: skip
+                    out.append({"method": name, "baseline": baseline, "label_fraction": f, "protocol": p,
+                                "difference": d, "ci_low": low, "ci_high": high})  # fmt: skip
+        return out
 
     @property
     def cells(self) -> dict:
@@ -380,6 +409,7 @@ class Study:
 
     def _score(self, y, p, v, videos, fold_acc) -> dict:
         from hico.eval.finetune import accuracy_interval, protocol_metrics
+        from hico.eval.metrics import per_video_correct
 
         m = protocol_metrics(y, p, v, list(videos.classes))
         group_of = {vid.video_id: vid.group for vid in videos.videos}
@@ -392,6 +422,7 @@ class Study:
             "video_accuracy": m["video_accuracy"],
             "per_class": m["per_class"],
             "fold_accuracy": fold_acc,
+            "per_video": per_video_correct(y, p, v),
         }
 
     def _finetune(self, spec: str, videos, folds) -> dict:
@@ -424,6 +455,7 @@ class Study:
             "video_accuracy": s["video_accuracy"],
             "per_class": s["per_class"],
             "fold_accuracy": s["fold_accuracy"],
+            "per_video": s["per_video"],
             "honest_final": {k: result["summary"]["honest_final"][k] for k in ("accuracy", "accuracy_ci", "macro_f1")},
             "epochs": s["epochs"],
         }
@@ -488,6 +520,28 @@ def _seconds(run: Path) -> float | None:
 def run_study(cfg: StudyConfig, progress: bool = True) -> list[dict]:
     """Run (or resume) the study ``cfg`` describes; the rows of ``study.csv``."""
     return Study(cfg, progress).run()
+
+
+def format_paired(rows: list[dict]) -> str:
+    """A text table of :meth:`Study.paired`'s rows: the difference from the baseline in points, [95 % interval]."""
+    if not rows:
+        return ""
+    protocols = list(dict.fromkeys(r["protocol"] for r in rows))
+    lines: dict[tuple, dict] = {}
+    for r in rows:
+        text = f"{100 * r['difference']:+5.1f} [{100 * r['ci_low']:+.1f}, {100 * r['ci_high']:+.1f}]"
+        lines.setdefault((r["method"], r["label_fraction"]), {})[r["protocol"]] = text
+    width = 22
+    head = f"{'method':<22}{'labels':>7}  " + "".join(f"{p:<{width}}" for p in protocols)
+    body = [
+        f"{m:<22}{f:>7g}  " + "".join(f"{cells.get(p, '-'):<{width}}" for p in protocols)
+        for (m, f), cells in lines.items()
+    ]
+    base = rows[0]["baseline"]
+    return "\n".join([
+        f"difference from {base} on the same test videos, in points [95 % paired interval, patient-group bootstrap]",
+        head, *body,
+    ])  # fmt: skip
 
 
 def format_table(rows: list[dict]) -> str:

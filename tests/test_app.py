@@ -485,7 +485,8 @@ def test_curves_page_titles_fit_and_no_deprecation_is_logged(tmp_path):
 
 def test_compare_page_draws_a_studys_curves_table_and_f1(tiny_study, tmp_path):
     """The Compare page lists a study under HICO_RUNS/studies, draws one line per method (with its band) per
-    protocol, the table and the F1 per class, and offers the CSV."""
+    protocol, the gap to random init with its paired interval, the table and the F1 per class, and offers the
+    CSV."""
     import shutil
 
     shutil.copytree(tiny_study, tmp_path / "runs" / "studies" / "tiny")
@@ -502,7 +503,9 @@ def test_compare_page_draws_a_studys_curves_table_and_f1(tiny_study, tmp_path):
     frames = at.dataframe
     table = frames[-1].value
     assert len(table) == 2 * 2 * 2  # methods x fractions x protocols
-    assert any(str(c).startswith("F1 ") for c in frames[0].value.columns)
+    assert sum(any(str(c).startswith("F1 ") for c in f.value.columns) for f in frames) == 2  # one per protocol
+    paired = [f.value for f in frames if "95% paired CI" in f.value.columns]  # simclr - random, per fraction
+    assert len(paired) == 2 and all(list(t["method"]) == ["simclr", "simclr"] for t in paired)
     assert at.get("download_button")
 
 

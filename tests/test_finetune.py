@@ -22,7 +22,14 @@ from hico.eval.finetune import (
     make_augment,
     train_epoch,
 )
-from hico.eval.metrics import bootstrap_ci, classification_report, confusion, video_vote
+from hico.eval.metrics import (
+    bootstrap_ci,
+    classification_report,
+    confusion,
+    paired_difference,
+    per_video_correct,
+    video_vote,
+)
 from hico.io import write_json
 from hico.models.backbone import ResNetTrunk
 
@@ -150,6 +157,70 @@ def test_interval_resamples_patients_not_videos():
     assert accuracy_interval(y_true, y_pred, videos, group_of, n=4000, seed=0) == pytest.approx((0.5, 1.0))
     # Resampling videos (a1, a2 apart) reaches accuracy 0 when neither a1 nor b is drawn: (1/3)^3 = 1/27 > 2.5 %.
     assert bootstrap_ci(y_true, y_pred, n=4000, seed=0, groups=videos) == pytest.approx((0.0, 1.0))
+
+
+def test_per_video_correct_counts_each_videos_frames():
+    tally = per_video_correct([0, 1, 2, 0, 1], [0, 1, 0, 1, 1], ["a", "a", "b", "b", "c"])
+    assert tally == {"a": [2, 2], "b": [0, 2], "c": [1, 1]}
+    with pytest.raises(ValueError, match="differ in length"):
+        per_video_correct([0], [0, 1], ["a"])
+
+
+def test_paired_difference_is_the_accuracy_gap_with_an_interval_over_shared_patients():
+    # a: 3/4 + 1/4 right, b: 2/4 + 0/4: 4/8 - 2/8 = 0.25 on all videos.
+    a, b = {"v1": [3, 4], "v2": [1, 4]}, {"v1": [2, 4], "v2": [0, 4]}
+    d, low, high = paired_difference(a, b, {"v1": "P", "v2": "Q"}, n=500)
+    assert d == pytest.approx(0.25)
+    # In every patient a has exactly one more right frame of 4: every replicate's gap is 1/4, a point interval.
+    assert (low, high) == pytest.approx((0.25, 0.25))
+    assert paired_difference(a, a, {"v1": "P", "v2": "Q"}) == pytest.approx((0.0, 0.0, 0.0))
+    with pytest.raises(ValueError, match="different videos"):
+        paired_difference(a, {"v1": [1, 4]}, {"v1": "P", "v2": "Q"})
+    with pytest.raises(ValueError, match="no patient group"):
+        paired_difference(a, b, {"v1": "P"})
+
+
+def test_pairing_separates_what_two_separate_intervals_cannot():
+    # 40 patients, one 10-frame video each, some easy, some hard for both backbones; a gets one frame more right
+    # in 3 of 4 patients. Each backbone's own interval is wide (patients differ a lot); the gap is not.
+    rng = np.random.default_rng(0)
+    easy = rng.integers(0, 10, 40)
+    b = {f"v{i}": [int(easy[i]), 10] for i in range(40)}
+    a = {f"v{i}": [min(10, int(easy[i]) + (i % 4 != 0)), 10] for i in range(40)}
+    group_of = {f"v{i}": f"p{i}" for i in range(40)}
+    d, low, high = paired_difference(a, b, group_of, n=2000)
+    assert 0 < low <= d <= high
+
+    def own_interval(test):
+        y_pred = np.concatenate([[0] * r + [1] * (f - r) for r, f in test.values()])
+        vids = np.repeat(list(test), [f for _, f in test.values()])
+        return bootstrap_ci(np.zeros(len(y_pred)), y_pred, n=2000, groups=vids)
+
+    assert own_interval(a)[0] < own_interval(b)[1]  # the separate intervals overlap
+
+
+def test_paired_difference_matches_resampling_patients_by_hand():
+    rng = np.random.default_rng(3)
+    videos = [f"v{i}" for i in range(30)]
+    group_of = {v: f"p{i // 2}" for i, v in enumerate(videos)}  # two videos per patient
+    frames = rng.integers(2, 9, 30)
+    a = {v: [int(rng.integers(0, f + 1)), int(f)] for v, f in zip(videos, frames, strict=True)}
+    b = {v: [int(rng.integers(0, f + 1)), int(f)] for v, f in zip(videos, frames, strict=True)}
+    patients = sorted(set(group_of.values()))
+    diffs = []
+    for _ in range(4000):  # draw 15 patients with replacement, score both tests on the same draw
+        drawn = rng.choice(patients, size=len(patients))
+        ra = fa = rb = fb = 0
+        for p in drawn:
+            for v in videos:
+                if group_of[v] == p:
+                    ra, fa, rb, fb = ra + a[v][0], fa + a[v][1], rb + b[v][0], fb + b[v][1]
+        diffs.append(ra / fa - rb / fb)
+    d, low, high = paired_difference(a, b, group_of, n=4000, seed=1)
+    total = lambda t, i: sum(t[v][i] for v in videos)  # noqa: E731
+    assert d == pytest.approx(total(a, 0) / total(a, 1) - total(b, 0) / total(b, 1))
+    assert low == pytest.approx(np.quantile(diffs, 0.025), abs=0.02)
+    assert high == pytest.approx(np.quantile(diffs, 0.975), abs=0.02)
 
 
 # -------------------------------------------------------------------------------------------- model / modes

@@ -66,7 +66,7 @@ def test_tiny_study_on_the_samples_writes_resumes_and_never_tests_labelled_video
     out = tmp_path / "study"
     assert _study(out) == 0
     printed = capsys.readouterr().out
-    assert "knn" in printed and "wrote" in printed
+    assert "knn" in printed and "wrote" in printed and "difference from random" in printed
 
     with open(out / "study.csv", newline="") as f:
         reader = csv.DictReader(f)
@@ -97,6 +97,16 @@ def test_tiny_study_on_the_samples_writes_resumes_and_never_tests_labelled_video
     tested = [v for fold in study["folds"] for v in fold["test_videos"]]
     assert not labelled & set(tested)  # ... which no method is tested on
     assert study["methods"]["uscl"]["leakage"]["label_overlap"] == len(labelled)
+    # Every pretrained method against random on the same test videos: the gap of the two accuracies, paired.
+    accuracy = {(r["method"], r["label_fraction"], r["protocol"]): float(r["accuracy"]) for r in rows}
+    frozen = {
+        (r["method"], str(r["label_fraction"]), r["protocol"]) for r in study["paired"] if r["protocol"] != "finetune"
+    }
+    assert frozen == {(m, f, p) for m in ("simclr", "uscl") for f in ("0.25", "1.0") for p in ("knn", "probe")}
+    for r in study["paired"]:
+        key = (r["method"], str(r["label_fraction"]), r["protocol"])
+        assert r["difference"] == pytest.approx(accuracy[key] - accuracy[("random", *key[1:])])
+        assert -1 <= r["ci_low"] <= r["ci_high"] <= 1
     n_train = {r["label_fraction"]: int(r["n_train_videos"]) for r in rows}
     assert n_train["0.25"] < n_train["1.0"]
     for fold in study["folds"]:

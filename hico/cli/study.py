@@ -53,7 +53,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def cmd_study(args: argparse.Namespace) -> int:
     """Run or resume the study, print its table."""
-    from hico.study import StudyConfig, format_table, run_study
+    from hico.study import Study, StudyConfig, format_paired, format_table
 
     cfg = StudyConfig(
         methods=list(args.methods),
@@ -80,7 +80,11 @@ def cmd_study(args: argparse.Namespace) -> int:
         bootstrap=args.bootstrap,
         device=args.device,
     )
-    rows = run_study(cfg, progress=not args.no_progress)
+    study = Study(cfg, progress=not args.no_progress)
+    rows = study.run()
     print(format_table(rows))
+    paired = format_paired(study.state.get("paired", []))
+    if paired:
+        print(paired)
     print(f"wrote {Path(args.out) / 'study.csv'} and {Path(args.out) / 'study.json'}")
     return 0

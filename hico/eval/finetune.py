@@ -74,7 +74,7 @@ from hico.dist import resolve_device
 from hico.eval.features import frame_indices
 from hico.eval.finetune_config import TRAINABLE, FinetuneConfig
 from hico.eval.leakage import guard, overlap_line
-from hico.eval.metrics import bootstrap_ci, classification_report, confusion, video_vote
+from hico.eval.metrics import bootstrap_ci, classification_report, confusion, per_video_correct, video_vote
 from hico.models.backbone import STAGE_CHANNELS, ResNetTrunk
 
 _FIRST_TRAINABLE_STAGE = {"all": 0, "layer4": 4, "last_block": 5, "head": 6}
@@ -540,6 +540,7 @@ def finetune(
             "fold_accuracy": fold_acc,
             "fold_accuracy_mean": float(np.mean(fold_acc)),
             "fold_accuracy_std": float(np.std(fold_acc)),
+            "per_video": per_video_correct(y, p, v),  # for paired comparisons of backbones on these videos
         }
     return {
         "config": dataclasses.asdict(cfg),

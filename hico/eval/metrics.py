@@ -195,3 +195,69 @@ def bootstrap_ci(
             accs[start:stop] = hits[idx].sum(axis=1) / sizes[idx].sum(axis=1)
     low, high = np.quantile(accs, [alpha / 2, 1 - alpha / 2])
     return float(low), float(high)
+
+
+def per_video_correct(
+    y_true: Sequence[int] | np.ndarray, y_pred: Sequence[int] | np.ndarray, video_ids: Sequence[str] | np.ndarray
+) -> dict[str, list[int]]:
+    """``{video id: [correct frames, test frames]}``: one test's results per video, what a paired comparison of
+    two backbones needs (:func:`paired_difference`), whatever order each test put the frames in."""
+    t, p = np.asarray(y_true).ravel(), np.asarray(y_pred).ravel()
+    v = np.asarray(video_ids).ravel()
+    if not t.size == p.size == v.size:
+        raise ValueError(f"y_true, y_pred and video_ids differ in length: {t.size}, {p.size}, {v.size}")
+    out: dict[str, list[int]] = {}
+    for vid, hit in zip(v.tolist(), (t == p).tolist(), strict=True):
+        tally = out.setdefault(str(vid), [0, 0])
+        tally[0] += int(hit)
+        tally[1] += 1
+    return out
+
+
+def paired_difference(
+    a: dict[str, Sequence[int]],
+    b: dict[str, Sequence[int]],
+    group_of: dict[str, str],
+    n: int = 1000,
+    seed: int = 0,
+    alpha: float = 0.05,
+) -> tuple[float, float, float]:
+    """Frame accuracy of test ``a`` minus that of test ``b`` on the same videos, with a paired bootstrap interval.
+
+    Args:
+        a, b: :func:`per_video_correct` of two tests of the same videos (e.g. two backbones, same folds).
+        group_of: patient group of each video id (the unit the folds were split by).
+        n, seed, alpha: replicates, seed, and 1 - the interval's coverage.
+
+    Each replicate draws the patient groups with replacement once and scores *both* tests on that draw, so what
+    the two share (hard patients, easy ones) cancels in the difference. Returns ``(difference, low, high)``:
+    the difference on all videos and the alpha/2, 1 - alpha/2 quantiles of the replicates' differences.
+
+    Raises:
+        ValueError: the two tests cover different videos, a video without a group, n < 1, alpha outside (0, 1).
+    """
+    if set(a) != set(b):
+        only = sorted(set(a) ^ set(b))
+        raise ValueError(f"the two tests cover different videos ({len(only)} in one only, e.g. {only[0]})")
+    if not a:
+        raise ValueError("paired_difference needs at least one video")
+    if n < 1:
+        raise ValueError(f"n must be >= 1 bootstrap replicates, got {n}")
+    if not 0 < alpha < 1:
+        raise ValueError(f"alpha must be in (0, 1), got {alpha}")
+    missing = [v for v in a if v not in group_of]
+    if missing:
+        raise ValueError(f"video {missing[0]} has no patient group")
+    videos = sorted(a)
+    _, inv = np.unique([group_of[v] for v in videos], return_inverse=True)
+    inv = inv.ravel()
+    per_group = [
+        np.bincount(inv, weights=[float(test[v][i]) for v in videos]) for test in (a, b) for i in (0, 1)
+    ]  # correct and frames of a, then of b, per group
+    rng = np.random.default_rng(seed)
+    g = per_group[0].size
+    counts = rng.multinomial(g, np.full(g, 1.0 / g), size=n).astype(np.float64)  # times each group is drawn
+    diffs = counts @ per_group[0] / (counts @ per_group[1]) - counts @ per_group[2] / (counts @ per_group[3])
+    point = per_group[0].sum() / per_group[1].sum() - per_group[2].sum() / per_group[3].sum()
+    low, high = np.quantile(diffs, [alpha / 2, 1 - alpha / 2])
+    return float(point), float(low), float(high)
