@@ -11,7 +11,8 @@ evaluation videos with the same patient-grouped, stratified folds, at each label
   same for every fraction and every method;
 - ``knn``: k-NN (cosine, k neighbours) on frozen features of one level (``--level``, default ``global``: the pooled
   top map that fine-tuning builds on too), trained on the labelled frames;
-- ``probe``: a linear probe (standardised logistic regression) on the same features;
+- ``probe``: a linear probe (standardised logistic regression) on the same features, its L2 strength chosen per
+  fold by a grouped cross-validation inside the labelled videos (``--C auto``, the default) or fixed (``--C``);
 - ``finetune``: the honest fine-tune of :mod:`hico.eval.finetune` on the labelled videos, scored at the epoch its
   inner validation (a grouped part of the labelled videos) chooses (``honest_val``; ``honest_final`` is kept in
   ``study.json`` too).
@@ -88,7 +89,7 @@ class StudyConfig:
     level: str = "global"
     frames_per_video: int = 8
     k: int = 10
-    C: float = 1.0
+    C: float | None = None  # None: chosen per fold inside the labelled videos (hico.eval.probe.choose_C)
     finetune_epochs: int = 10
     finetune_frames_per_video: int = 8
     bootstrap: int = 1000
@@ -116,8 +117,8 @@ class StudyConfig:
                 raise ValueError(f"--{name.replace('_', '-')} must be an integer >= {low}, got {value!r}")
         if self.lr is not None and not self.lr > 0:
             raise ValueError(f"--lr must be > 0, got {self.lr}")
-        if not self.C > 0:
-            raise ValueError(f"--C must be > 0, got {self.C}")
+        if self.C is not None and not self.C > 0:
+            raise ValueError(f"--C must be > 0 or auto, got {self.C}")
 
     def fingerprint(self) -> dict:
         """The settings a finished cell depends on: a study folder resumed with other values is refused
@@ -394,18 +395,21 @@ class Study:
 
         x = np.asarray(feats.levels[self.cfg.level], dtype=np.float32)
         y, video = feats.labels, feats.video
-        preds, trues, vids, fold_acc = [], [], [], []
+        preds, trues, vids, fold_acc, chosen = [], [], [], [], []
         for train, test in folds:
             tr, te = np.isin(video, train), np.isin(video, test)
             if protocol == "knn":
                 p = knn_predict(x[tr], y[tr], x[te], k=self.cfg.k, num_classes=len(feats.classes))
             else:
-                p = fit_linear(x[tr], y[tr], C=self.cfg.C)[0].predict(x[te])
+                model = fit_linear(x[tr], y[tr], C=self.cfg.C, groups=feats.groups[tr])[0]
+                chosen.append(float(model[-1].C))
+                p = model.predict(x[te])
             preds.append(p)
             trues.append(y[te])
             vids.append(feats.frame_video_ids[te])
             fold_acc.append(float(np.mean(p == y[te])))
-        return self._score(np.concatenate(trues), np.concatenate(preds), np.concatenate(vids), videos, fold_acc)
+        cell = self._score(np.concatenate(trues), np.concatenate(preds), np.concatenate(vids), videos, fold_acc)
+        return {**cell, "C": chosen} if chosen else cell
 
     def _score(self, y, p, v, videos, fold_acc) -> dict:
         from hico.eval.finetune import accuracy_interval, protocol_metrics

@@ -269,6 +269,49 @@ def test_probe_grouped_folds_and_accuracy():
 # ------------------------------------------------------------------------------------------------------------ CLI
 
 
+def _inner_scores_by_hand(x, y, groups, grid):
+    """Each C's mean accuracy over GroupKFold(3) of the rows, fitted with scikit-learn directly."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import GroupKFold
+    from sklearn.preprocessing import StandardScaler
+
+    scores = []
+    for c in grid:
+        accs = []
+        for tr, te in GroupKFold(n_splits=3).split(x, y, groups):
+            scaler = StandardScaler().fit(x[tr])
+            clf = LogisticRegression(C=c, max_iter=2000).fit(scaler.transform(x[tr]), y[tr])
+            accs.append(np.mean(clf.predict(scaler.transform(x[te])) == y[te]))
+        scores.append(np.mean(accs))
+    return scores
+
+
+def test_choose_C_takes_the_best_inner_score_and_prefers_strong_regularisation():
+    from hico.eval.probe import C_GRID, choose_C, fit_linear
+
+    # 18 "videos" of 8 frames, 3 classes, 40 dimensions: two signal dimensions under noise that the frames of a
+    # video share (as frames of one video do).
+    rng = np.random.default_rng(0)
+    video = np.repeat(np.arange(18), 8)
+    y = rng.permutation(np.repeat([0, 1, 2], 6))[video]
+    x = rng.normal(size=(144, 40)) + rng.normal(size=(18, 40))[video]
+    x[:, 0] += y
+    x[:, 1] += y == 1
+    scores = _inner_scores_by_hand(x, y, video, C_GRID)
+    best = C_GRID[int(np.argmax(scores))]  # the first of equal scores
+    assert best != min(C_GRID) and max(scores) > min(scores)  # a choice to make
+    assert choose_C(x, y, video) == best
+    model, _ = fit_linear(x, y, C=None, groups=video)
+    assert model[-1].C == best
+    # C = 0.1, 1 and 10 all separate a clean problem: the tie goes to the strongest regularisation.
+    clean = np.eye(3)[y] + 0.01 * rng.normal(size=(144, 3))
+    assert choose_C(clean, y, video, grid=(10.0, 1.0, 0.1)) == 0.1
+    # One group: nothing to cross-validate, the usual C = 1; and auto needs groups.
+    assert choose_C(x, y, np.zeros(144)) == 1.0
+    with pytest.raises(ValueError, match="needs groups"):
+        fit_linear(x, y, C=None)
+
+
 def test_probe_cli(tiny_root, tmp_path, capsys):
     out = tmp_path / "probe.json"
     args = ["probe", "--backbone", "random", "--data", str(tiny_root), "--size", "32", "--frames-per-video", "2"]

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from hico.cli import SAMPLES, main
+from hico.eval.probe import C_GRID
 from hico.study import COLUMNS, label_subsets, study_folds
 
 FRACTIONS = (0.05, 0.1, 0.25, 0.5, 1.0)
@@ -97,6 +98,8 @@ def test_tiny_study_on_the_samples_writes_resumes_and_never_tests_labelled_video
     tested = [v for fold in study["folds"] for v in fold["test_videos"]]
     assert not labelled & set(tested)  # ... which no method is tested on
     assert study["methods"]["uscl"]["leakage"]["label_overlap"] == len(labelled)
+    for cell in study["cells"].values():  # the probe's C, chosen per fold inside its labelled videos
+        assert cell["protocol"] != "probe" or (len(cell["C"]) == 3 and set(cell["C"]) <= set(C_GRID))
     # Every pretrained method against random on the same test videos: the gap of the two accuracies, paired.
     accuracy = {(r["method"], r["label_fraction"], r["protocol"]): float(r["accuracy"]) for r in rows}
     frozen = {

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from hico.cli.args import C_arg
 from hico.cli.features import add_common_arguments, features_from_args
 
 
@@ -19,7 +20,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--folds", type=int, default=5, help="number of grouped, stratified folds (default 5)")
     p.add_argument("--seed", type=int, default=0, help="seed of the fold assignment (default 0)")
     p.add_argument("--k", type=int, default=10, help="neighbours of the k-NN classifier (default 10)")
-    p.add_argument("--C", type=float, default=1.0, help="inverse L2 strength of the logistic regression")
+    p.add_argument("--C", type=C_arg, default=1.0, metavar="C|auto",
+                   help="inverse L2 strength of the logistic regression (default 1); auto: chosen per fold from "
+                   "0.001-10 by a grouped cross-validation inside the training videos")  # fmt: skip
     p.add_argument("--out", type=Path, default=None, help="also write the results as JSON to this file")
     p.set_defaults(func=cmd_probe)
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from hico.cli.args import C_arg
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add ``hico study`` to the ``hico`` sub-commands."""
@@ -42,7 +44,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="the frozen features' level for knn and probe (default global)")  # fmt: skip
     e.add_argument("--frames-per-video", type=int, default=8, help="frames per video for features and tests (8)")
     e.add_argument("--k", type=int, default=10, help="k-NN neighbours (default 10)")
-    e.add_argument("--C", type=float, default=1.0, help="inverse L2 strength of the linear probe (default 1)")
+    e.add_argument("--C", type=C_arg, default=None, metavar="C|auto",
+                   help="inverse L2 strength of the linear probe; auto (default): chosen per fold from "
+                   "0.001-10 by a grouped cross-validation inside the labelled videos")  # fmt: skip
     e.add_argument("--finetune-epochs", type=int, default=10, help="fine-tuning epochs per fold (default 10)")
     e.add_argument("--finetune-frames-per-video", type=int, default=8, help="training frames per video (8)")
     e.add_argument("--bootstrap", type=int, default=1000, help="bootstrap replicates of the intervals (1000)")

@@ -5,7 +5,9 @@ no patient, hence no video and no frame, on both sides of a fold), then expanded
 level and fold:
 
 - linear probe: ``StandardScaler -> LogisticRegression(C)`` (scikit-learn, lbfgs, multinomial), fitted on the
-  training frames;
+  training frames; ``C=None`` chooses C from :data:`C_GRID` by a grouped cross-validation *inside* the training
+  frames (:func:`choose_C`), as a pretrained backbone's features overfit a weakly regularised probe where a random
+  one's hardly change;
 - k-NN: cosine similarity, k neighbours, votes weighted by ``exp(sim / 0.07)`` (:mod:`hico.eval.knn`).
 
 When the features come from a backbone pretrained on these videos with some of their labels (a softened CE),
@@ -53,11 +55,56 @@ def probe_splits(
     return [(vids[tr], vids[te]) for tr, te in splits]
 
 
-def fit_linear(x_train: np.ndarray, y_train: np.ndarray, C: float = 1.0, max_iter: int = 2000):
+C_GRID = (0.001, 0.01, 0.1, 1.0, 10.0)
+"""The inverse L2 strengths :func:`choose_C` tries, ascending."""
+
+
+def choose_C(
+    x_train: np.ndarray, y_train: np.ndarray, groups: np.ndarray, grid: Sequence[float] = C_GRID, folds: int = 3,
+    max_iter: int = 2000,
+) -> float:  # fmt: skip
+    """The C of ``grid`` whose probe scores best in a grouped cross-validation of the training rows alone.
+
+    ``folds`` folds of ``groups`` (the patient group of each row: no group on both sides, scikit-learn's
+    ``GroupKFold``, deterministic); a fold whose training part holds a single class is skipped. The score is the
+    mean accuracy over the folds; ties go to the smaller C (the stronger regularisation). With fewer than two
+    groups, or no usable fold, there is nothing to compare: 1.0.
+    """
+    from sklearn.model_selection import GroupKFold
+
+    g = np.asarray(groups).ravel()
+    if len(g) != len(y_train):
+        raise ValueError(f"groups has {len(g)} entries but there are {len(y_train)} training rows")
+    n_groups = len(np.unique(g))
+    if n_groups < 2:
+        return 1.0
+    splits = [
+        (tr, te)
+        for tr, te in GroupKFold(n_splits=min(folds, n_groups)).split(x_train, y_train, g)
+        if len(np.unique(y_train[tr])) >= 2
+    ]
+    if not splits:
+        return 1.0
+    grid = sorted(grid)
+    scores = [
+        np.mean([np.mean(fit_linear(x_train[tr], y_train[tr], c, max_iter)[0].predict(x_train[te]) == y_train[te])
+                 for tr, te in splits])
+        for c in grid
+    ]  # fmt: skip
+    return float(grid[int(np.argmax(scores))])  # the first best: the smallest C among equals
+
+
+def fit_linear(
+    x_train: np.ndarray, y_train: np.ndarray, C: float | None = 1.0, max_iter: int = 2000,
+    groups: np.ndarray | None = None,
+):  # fmt: skip
     """A ``StandardScaler -> LogisticRegression(C)`` pipeline fitted on the rows; returns (model, converged).
 
+    ``C=None``: chosen by :func:`choose_C` on these rows, grouped by ``groups`` (then required); the C used is
+    ``model[-1].C``.
+
     Raises:
-        ValueError: the training rows hold a single class.
+        ValueError: the training rows hold a single class; C is None without groups.
     """
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.linear_model import LogisticRegression
@@ -66,6 +113,10 @@ def fit_linear(x_train: np.ndarray, y_train: np.ndarray, C: float = 1.0, max_ite
 
     if len(np.unique(y_train)) < 2:
         raise ValueError("a training fold holds a single class: lower --folds or add videos of the other classes")
+    if C is None:
+        if groups is None:
+            raise ValueError("fit_linear: C=None chooses C by a grouped cross-validation, so it needs groups")
+        C = choose_C(x_train, y_train, groups, max_iter=max_iter)
     model = make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=max_iter))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", ConvergenceWarning)
@@ -92,7 +143,7 @@ def probe(
         folds: number of folds (at least 2, at most the number of patient groups).
         seed: seed of the fold assignment.
         k: neighbours of the k-NN classifier.
-        C: inverse L2 strength of the logistic regression.
+        C: inverse L2 strength of the logistic regression; None: chosen per fold (:func:`choose_C`).
         max_iter: lbfgs iterations.
         backbone: the backbone the features come from (default: ``features.meta["backbone"]``), and
         data: the dataset folder (default: ``features.meta["data"]``): when it is the folder a run pretrained
@@ -155,7 +206,7 @@ def probe(
         knn_pred = np.full(len(y), -1, dtype=np.int64)
         lin_acc, knn_acc, converged = [], [], True
         for train, test in masks:
-            model, ok = fit_linear(x[train], y[train], C, max_iter)
+            model, ok = fit_linear(x[train], y[train], C, max_iter, groups=features.groups[train])
             converged &= ok
             lin_pred[test] = model.predict(x[test])
             knn_pred[test] = knn_predict(x[train], y[train], x[test], k=k, num_classes=n_classes)
