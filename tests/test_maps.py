@@ -121,3 +121,54 @@ def test_features_key_changes_when_the_checkpoint_does(tmp_path):
     os.utime(ckpt, (2_000_000, 2_000_000))  # rewritten: a new modification time
     assert features_key(str(ckpt), 8) != before
     assert features_key("random", 8) == features_key("random", 8)
+
+
+# ------------------------------------------------------------------------------------- signs of learning
+
+
+def test_held_out_accuracy_fits_on_the_other_videos_only():
+    from hico.eval.learned import held_out_accuracy
+
+    # Six videos of two frames, two classes far apart; videos 4 and 5 (one per class) are held out.
+    x = [[1, 0.1], [1, 0.2], [1, -0.1], [1, -0.2], [-1, 0.1], [-1, 0.2], [-1, -0.1], [-1, -0.2], [1, 0], [1, 0.1],
+         [-1, 0], [-1, 0.1]]  # fmt: skip
+    labels = [0, 0, 0, 0, 1, 1, 1, 1, 0, 0, 1, 1]
+    video = [0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5]
+    f = feats({"global": x}, labels, video)
+    f.meta["holdout"] = [4, 5]
+    got = held_out_accuracy(f, k=3)["global"]
+    assert (got["knn"], got["linear"]) == (1.0, 1.0)
+    # Wrong labels on the held-out videos change the score, never the fit: every prediction is now wrong.
+    f.labels = np.array([0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 0, 0])
+    got = held_out_accuracy(f, k=3)["global"]
+    assert (got["knn"], got["linear"]) == (0.0, 0.0)
+    f.meta["holdout"] = []
+    with pytest.raises(ValueError, match="no held-out videos"):
+        held_out_accuracy(f)
+
+
+def test_pretrain_ends_by_printing_the_four_signs(tmp_path, monkeypatch, capsys):
+    from conftest import DEMO_TINY
+
+    from hico.cli import main
+    from hico.eval.learned import signs_of_learning
+
+    monkeypatch.setenv("HICO_CACHE", str(tmp_path / "cache"))
+    argv = ["pretrain", "--preset", "demo", "--out", str(tmp_path / "run"), "--no-progress"]
+    for item in DEMO_TINY:
+        argv += ["--set", item]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    signs = signs_of_learning(tmp_path / "run")
+    assert signs["chance"] == pytest.approx(3.5 * np.log(2 * 8 - 1))  # 0.5 x 3 peer + 0.5 x 2 x 2 cross, batch 8
+    assert signs["epochs"] == (0, 2) and signs["feature_epochs"] == (0, 2)
+    for when in ("before", "after"):
+        assert set(signs["held_out"][when]) == {"local", "medium", "global"}
+    lines = printed.split("did it learn?\n", 1)[1].splitlines()
+    assert [line.split(":")[0].strip() for line in lines] == [
+        "loss (con)",
+        "held-out pairs, cosine similarity",
+        "held-out videos, k-NN (epoch 0, random init -> epoch 2)",
+        "held-out videos, linear probe (epoch 0, random init -> epoch 2)",
+    ]
+    assert f"chance level {signs['chance']:.2f}" in lines[0]

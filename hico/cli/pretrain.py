@@ -74,6 +74,7 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
         run = pretrain(resume=args.resume, progress=progress, start=args.start)
         if _is_rank_zero():
             print(f"finished: {run.root}")
+            _print_signs(run.root)
         return 0
     if args.start != "last":
         raise ValueError("--from chooses the checkpoint of a --resume: give --resume RUNDIR too")
@@ -86,7 +87,17 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
     run = pretrain(cfg, out=out, progress=progress)
     if _is_rank_zero():
         print(f"finished: {run.root}\n  backbone: {run.backbone}\n  metrics:  {run.metrics_path}")
+        _print_signs(run.root)
     return 0
+
+
+def _print_signs(root: Path) -> None:
+    """The four signs of learning of a run that held videos out (hico.eval.learned); nothing for one that did not."""
+    from hico.eval.learned import format_signs, signs_of_learning
+
+    signs = signs_of_learning(root)
+    if signs["pos_sim"] is not None or signs["held_out"] is not None:
+        print(format_signs(signs))
 
 
 def _is_rank_zero() -> bool:
