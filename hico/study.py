@@ -535,10 +535,10 @@ def format_paired(rows: list[dict]) -> str:
     for r in rows:
         text = f"{100 * r['difference']:+5.1f} [{100 * r['ci_low']:+.1f}, {100 * r['ci_high']:+.1f}]"
         lines.setdefault((r["method"], r["label_fraction"]), {})[r["protocol"]] = text
-    width = 22
-    head = f"{'method':<22}{'labels':>7}  " + "".join(f"{p:<{width}}" for p in protocols)
+    width, name = 22, max([22, *(len(m) + 2 for m, _ in lines)])
+    head = f"{'method':<{name}}{'labels':>7}  " + "".join(f"{p:<{width}}" for p in protocols)
     body = [
-        f"{m:<22}{f:>7g}  " + "".join(f"{cells.get(p, '-'):<{width}}" for p in protocols)
+        f"{m:<{name}}{f:>7g}  " + "".join(f"{cells.get(p, '-'):<{width}}" for p in protocols)
         for (m, f), cells in lines.items()
     ]
     base = rows[0]["baseline"]
@@ -561,10 +561,10 @@ def format_table(rows: list[dict]) -> str:
             else f"{100 * acc:5.1f} [{100 * r['ci_low']:.1f}, {100 * r['ci_high']:.1f}]"
         )
         lines.setdefault(key, {})[r["protocol"]] = text
-    width = 20
-    head = f"{'method':<22}{'labels':>7}{'videos':>7}  " + "".join(f"{p:<{width}}" for p in protocols)
+    width, name = 20, max([22, *(len(m) + 2 for m, _, _ in lines)])
+    head = f"{'method':<{name}}{'labels':>7}{'videos':>7}  " + "".join(f"{p:<{width}}" for p in protocols)
     body = [
-        f"{m:<22}{f:>7g}{n:>7}  " + "".join(f"{cells.get(p, '-'):<{width}}" for p in protocols)
+        f"{m:<{name}}{f:>7g}{n:>7}  " + "".join(f"{cells.get(p, '-'):<{width}}" for p in protocols)
         for (m, f, n), cells in lines.items()
     ]
     notes = [
