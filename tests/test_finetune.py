@@ -159,6 +159,15 @@ def test_interval_resamples_patients_not_videos():
     assert bootstrap_ci(y_true, y_pred, n=4000, seed=0, groups=videos) == pytest.approx((0.0, 1.0))
 
 
+def test_batches_cover_every_sample_once_and_never_leave_one_alone():
+    from hico.eval.finetune import _batches
+
+    for n, batch_size, sizes in ((9, 4, [4, 5]), (5, 4, [5]), (8, 4, [4, 4]), (10, 4, [4, 4, 2]), (1, 4, [1])):
+        chunks = _batches(np.arange(n), batch_size)
+        assert [len(c) for c in chunks] == sizes, n
+        assert np.concatenate(chunks).tolist() == list(range(n))
+
+
 def test_per_video_correct_counts_each_videos_frames():
     tally = per_video_correct([0, 1, 2, 0, 1], [0, 1, 0, 1, 1], ["a", "a", "b", "b", "c"])
     assert tally == {"a": [2, 2], "b": [0, 2], "c": [1, 1]}

@@ -201,7 +201,8 @@ def _batches(order: np.ndarray, batch_size: int) -> list[np.ndarray]:
     """Consecutive batches of ``order``; a last batch of one sample joins the previous one (BatchNorm)."""
     chunks = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
     if len(chunks) > 1 and len(chunks[-1]) == 1:
-        chunks[-2] = np.concatenate([chunks[-2], chunks.pop()])
+        last = chunks.pop()
+        chunks[-1] = np.concatenate([chunks[-1], last])
     return chunks
 
 
