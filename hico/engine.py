@@ -110,3 +110,37 @@ def train_step(
 def trainable_parameters(method: nn.Module) -> list[nn.Parameter]:
     """The method's parameters that the optimizer trains beside the model's (BYOL's predictor; often none)."""
     return [p for p in method.parameters() if p.requires_grad]
+
+
+FLUSH_BELOW = 1e-30
+"""Weights and optimizer state smaller than this in magnitude are set to 0 by :func:`flush_subnormals`."""
+
+
+def flush_subnormals(optimizer: torch.optim.Optimizer, below: float = FLUSH_BELOW) -> int:
+    """Set the values of magnitude under ``below`` (not 0) of the optimizer's float32 parameters and of their state
+    (Adam's moments) to 0, in place; returns how many there were.
+
+    On a CPU, arithmetic on subnormal floats (under 1.2e-38) is very slow (microcode assists). Over a long run,
+    weight decay shrinks the weights of a part whose gradients vanish geometrically toward 0, until they, and their
+    products with the activations, are subnormal, and every convolution that reads them slows down: a 180-epoch
+    SimCLR run at 64 px fell from 100 to 30 pairs/s; at epoch 130 its weights held 3.0 M subnormal values and
+    4.2 M under 1e-30 (of 11.6 M), most in the last ResNet block, and its forward and backward took 1.04 s against
+    0.57 s with the subnormal ones flushed, 0.32 s with all under 1e-30 flushed (a fresh network: 0.29 s).
+    ``torch.set_flush_denormal`` switches subnormals off for the calling thread only, not for the intra-op
+    threads. A weight under 1e-30 adds nothing a float32 sum of normal-sized terms can hold: the network computes
+    the same.
+    """
+    flushed = 0
+    with torch.no_grad():
+        for group in optimizer.param_groups:
+            for p in group["params"]:
+                tensors = [p, *(v for v in optimizer.state.get(p, {}).values() if torch.is_tensor(v))]
+                for t in tensors:
+                    if t.dtype != torch.float32 or t.dim() == 0:
+                        continue
+                    small = (t.abs() < below) & (t != 0)
+                    n = int(small.sum())
+                    if n:
+                        t.masked_fill_(small, 0.0)
+                        flushed += n
+    return flushed

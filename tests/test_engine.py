@@ -90,3 +90,21 @@ def test_pair_similarities_are_the_mean_cosines_of_pairs_and_of_the_rest():
     neg = sum(cos(z1[i], z2[j]) for i in range(5) for j in range(5) if i != j) / 20
     got = pair_similarities(z1, z2)
     assert got == pytest.approx((pos, neg), abs=1e-6)
+
+
+def test_flush_subnormals_zeroes_only_the_tiny_values_of_weights_and_optimizer_state():
+    from hico.engine import flush_subnormals
+
+    w = torch.nn.Parameter(torch.tensor([1e-40, -1e-33, 1e-29, 0.0, 1.0, -2.5]))  # 1e-40 is subnormal in float32
+    opt = torch.optim.Adam([w])
+    w.grad = torch.tensor([1.0, 1.0, 1.0, 1.0, 1.0, 1.0])
+    opt.step()
+    with torch.no_grad():
+        w.copy_(torch.tensor([1e-40, -1e-33, 1e-29, 0.0, 1.0, -2.5]))
+        opt.state[w]["exp_avg_sq"].copy_(torch.tensor([1e-31, 1e-3, 1e-38, 0.0, 2.0, 1e-45]))
+    kept = {"exp_avg": opt.state[w]["exp_avg"].clone(), "step": opt.state[w]["step"].clone()}
+    assert flush_subnormals(opt) == 2 + 3
+    assert w.tolist() == pytest.approx([0.0, 0.0, 1e-29, 0.0, 1.0, -2.5], rel=1e-6, abs=0)
+    assert opt.state[w]["exp_avg_sq"].tolist() == pytest.approx([0.0, 1e-3, 0.0, 0.0, 2.0, 0.0], rel=1e-6, abs=0)
+    assert torch.equal(opt.state[w]["exp_avg"], kept["exp_avg"]) and torch.equal(opt.state[w]["step"], kept["step"])
+    assert flush_subnormals(opt) == 0  # nothing left

@@ -41,7 +41,14 @@ from hico.data import VideoDataset, scan
 from hico.data.augment import BatchAugment
 from hico.data.cache import default_cache_dir
 from hico.data.pairs import PairDataset, make_views
-from hico.engine import NonFiniteLossError, forward_views, pair_similarities, train_step, trainable_parameters
+from hico.engine import (
+    NonFiniteLossError,
+    flush_subnormals,
+    forward_views,
+    pair_similarities,
+    train_step,
+    trainable_parameters,
+)
 from hico.io import DiskFullError
 from hico.methods import build_method
 from hico.models import HiCoNet
@@ -49,6 +56,9 @@ from hico.models.checkpoint import export_backbone, unwrap
 from hico.train.labelled import pretraining_split, training_labels, write_record
 from hico.train.rundir import RunDir, RunFileError, load_checkpoint, save_checkpoint
 from hico.train.sampler import EpochBatchSampler
+
+SUBNORMAL_EVERY = 50
+"""On a CPU, the optimizer steps between two flushes of subnormal weights (:func:`hico.engine.flush_subnormals`)."""
 
 
 class _Stop(Exception):
@@ -425,6 +435,8 @@ class Trainer:
                 f"{e.value}; stopped{kept}", e.term, e.value, e.rank,
             ) from None  # fmt: skip
         self.scheduler.step()
+        if self.device.type == "cpu" and self.global_step % SUBNORMAL_EVERY == 0:
+            flush_subnormals(self.optimizer)  # subnormal weights slow a CPU several times (hico.engine)
         return terms
 
     def end_epoch(self) -> None:
