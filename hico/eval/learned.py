@@ -55,12 +55,12 @@ def signs_of_learning(run: str | Path) -> dict:
     record (no held-out videos, no kept features) is None.
     """
     from hico.methods import chance_level
-    from hico.runs import curves
-    from hico.train.rundir import read_config
+    from hico.train.rundir import read_config, read_metrics
 
     run = Path(run)
-    c = curves(run)
-    steps, epochs = c["step"], c["epoch"]
+    records = read_metrics(run)
+    steps = [r for r in records if r.get("kind") == "step"]
+    epochs = [r for r in records if r.get("kind") == "epoch"]
     out: dict = {
         "chance": chance_level(read_config(run), "con"),
         "loss_first": steps[0].get("con") if steps else None,
