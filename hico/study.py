@@ -416,8 +416,7 @@ class Study:
         from hico.eval.metrics import per_video_correct
 
         m = protocol_metrics(y, p, v, list(videos.classes))
-        group_of = {vid.video_id: vid.group for vid in videos.videos}
-        low, high = accuracy_interval(y, p, v, group_of, n=self.cfg.bootstrap, seed=self.cfg.seed)
+        low, high = accuracy_interval(y, p, v, self.state["groups"], n=self.cfg.bootstrap, seed=self.cfg.seed)
         return {
             "accuracy": m["accuracy"],
             "ci_low": low,

@@ -27,20 +27,20 @@ def held_out_accuracy(features: Features, k: int = 10) -> dict[str, dict[str, fl
     Raises:
         ValueError: the features name no held-out videos, or every video is held out.
     """
-    from hico.eval.knn import knn_predict
+    from hico.eval.knn import level_knn_accuracy
     from hico.eval.probe import fit_linear
 
     held = np.isin(features.video, features.meta.get("holdout") or [])
     if not held.any() or held.all():
         raise ValueError("these features name no held-out videos (meta['holdout']) and no others to fit on")
+    knn = level_knn_accuracy(features, np.unique(features.video[~held]), np.unique(features.video[held]), k=k)
     y = features.labels
     out = {}
     for level, x in features.levels.items():
         x = np.asarray(x, dtype=np.float32)
-        knn = knn_predict(x[~held], y[~held], x[held], k=k, num_classes=len(features.classes))
         model = fit_linear(x[~held], y[~held], C=None, groups=features.groups[~held])[0]
         out[level] = {
-            "knn": float(np.mean(knn == y[held])),
+            "knn": knn[level],
             "linear": float(np.mean(model.predict(x[held]) == y[held])),
             "C": float(model[-1].C),
         }
