@@ -40,13 +40,21 @@ def page() -> None:
         finetune_section(spec, data, size)
 
 
+PROBE_C = ("1", "auto", "0.01", "0.1", "10")
+"""The linear probe's C offered: 1 as in ``hico probe``; auto chooses it per fold inside the training videos."""
+
+
 def probe_section(spec: str, data: str, size: int) -> None:
-    folds = st.number_input("Folds (grouped by patient)", 2, 10, 3)
+    c1, c2 = st.columns(2)
+    folds = c1.number_input("Folds (grouped by patient)", 2, 10, 3)
+    C = c2.selectbox("Linear probe's C (inverse L2 strength)", PROBE_C,
+                     help="auto: chosen per fold from 0.001-10 by a grouped cross-validation inside that fold's "
+                     "training videos; pretrained features often need a smaller C than 1")  # fmt: skip
     if not st.button("Run the probe", type="primary"):
         return
     with st.spinner("Extracting features and fitting a logistic regression and k-NN per level..."):
         try:
-            result = run_probe(spec, _mtime(spec), data, size, int(folds))
+            result = run_probe(spec, _mtime(spec), data, size, int(folds), None if C == "auto" else float(C))
         except ValueError as e:
             st.error(str(e))
             return
@@ -56,6 +64,9 @@ def probe_section(spec: str, data: str, size: int) -> None:
          "k-NN %": round(100 * r["knn_mean"], 1), "linear, video vote %": round(100 * r["linear_video_acc"], 1)}
         for name, r in result["levels"].items()
     ]  # fmt: skip
+    if C == "auto":
+        for row, r in zip(rows, result["levels"].values(), strict=True):
+            row["C per fold"] = ", ".join(f"{c:g}" for c in r["linear_C"])
     chance = majority_share(result)
     rows.append({"level": "chance (always the most frequent class)", "linear %": round(100 * chance, 1),
                  "± (folds)": None, "k-NN %": round(100 * chance, 1), "linear, video vote %": None})  # fmt: skip
@@ -67,13 +78,13 @@ def probe_section(spec: str, data: str, size: int) -> None:
 
 
 @st.cache_data(max_entries=16, show_spinner=False)
-def run_probe(spec: str, mtime: float, data: str, size: int, folds: int) -> dict:
+def run_probe(spec: str, mtime: float, data: str, size: int, folds: int, C: float | None = 1.0) -> dict:
     from hico.eval.features import extract_features
     from hico.eval.probe import probe
     from hico.models import resolve_backbone
 
     feats = extract_features(resolve_backbone(spec, seed=0), load_dataset(data), size=size, per_video=8)
-    return probe(feats, folds=folds, backbone=spec, data=data)
+    return probe(feats, folds=folds, C=C, backbone=spec, data=data)
 
 
 def finetune_section(spec: str, data: Path, size: int) -> None:

@@ -340,6 +340,14 @@ def test_evaluate_page_probes_and_fine_tunes(tiny_runs, tmp_path):
     assert labelled  # the demo preset is HiCo: a softened CE on some videos' labels
     shown = [c.value for c in at.caption]
     assert any(f"label_overlap {len(labelled)} " in c and "pretrained_on_test_videos" in c for c in shown), shown
+    assert "C per fold" not in at.dataframe[0].value.columns  # C = 1, as hico probe
+    at.selectbox[1].set_value("auto").run()
+    at.button[0].click().run()
+    assert not at.exception, at.exception
+    from hico.eval.probe import C_GRID
+
+    for cell in at.dataframe[0].value["C per fold"].iloc[:3]:  # local, medium, global: the C each of 3 folds chose
+        assert len(cell.split(", ")) == 3 and {float(c) for c in cell.split(", ")} <= set(C_GRID), cell
     at.number_input[1].set_value(2)  # fine-tuning: 2 folds
     at.number_input[2].set_value(1)  # x 1 epoch
     [b for b in at.button if b.label == "Launch fine-tuning"][0].click().run()

@@ -312,6 +312,30 @@ def test_choose_C_takes_the_best_inner_score_and_prefers_strong_regularisation()
         fit_linear(x, y, C=None)
 
 
+def test_probe_reports_the_C_each_fold_used():
+    from hico.eval.probe import C_GRID, format_table
+
+    feats = _probe_data(separable=False, seed=1)
+    for x in feats.levels.values():  # a weak class signal under noise: how much to regularise matters
+        x += 0.7 * np.eye(32, dtype=np.float32)[feats.labels]
+    fixed = probe(feats, folds=3, seed=0)
+    assert all(r["linear_C"] == [1.0, 1.0, 1.0] for r in fixed["levels"].values())
+    assert "chosen per fold" not in format_table(fixed)
+    auto = probe(feats, folds=3, seed=0, C=None)
+    ids = np.asarray(feats.video_ids)[feats.video]
+    chosen = set()
+    for name, x in feats.levels.items():
+        for split, used in zip(auto["splits"], auto["levels"][name]["linear_C"], strict=True):
+            rows = np.isin(ids, split["train_videos"])
+            scores = _inner_scores_by_hand(x[rows], feats.labels[rows], feats.groups[rows], C_GRID)
+            assert used == C_GRID[int(np.argmax(scores))]
+            chosen.add(used)
+    assert chosen != {1.0}  # the check above had something to find
+    table = format_table(auto)
+    assert "chosen per fold" in table
+    assert ", ".join(f"{c:g}" for c in auto["levels"]["global"]["linear_C"]) in table
+
+
 def test_probe_cli(tiny_root, tmp_path, capsys):
     out = tmp_path / "probe.json"
     args = ["probe", "--backbone", "random", "--data", str(tiny_root), "--size", "32", "--frames-per-video", "2"]

@@ -155,9 +155,10 @@ def probe(
         ``{"classes", "folds", "seed", "k", "C", "n_frames", "n_videos", "n_groups",
         "splits": [{"train_videos": [...ids], "test_videos": [...ids], "test_frames": int}, ...],
         "levels": {level: {"dim", "linear_mean", "linear_std", "linear_folds", "linear_frame_acc",
-        "linear_video_acc", "linear_confusion", "linear_converged", "knn_mean", "knn_std", "knn_folds",
-        "knn_frame_acc", "knn_video_acc"}}, "meta", "label_overlap", "pretrained_on_test_videos",
-        "kept_in_training", "pretraining"}``; accuracies are fractions in [0, 1].
+        "linear_video_acc", "linear_confusion", "linear_converged", "linear_C", "knn_mean", "knn_std",
+        "knn_folds", "knn_frame_acc", "knn_video_acc"}}, "meta", "label_overlap", "pretrained_on_test_videos",
+        "kept_in_training", "pretraining"}``; accuracies are fractions in [0, 1]; ``linear_C``: the C each fold
+        used (``C``, or the one chosen in that fold).
 
     Raises:
         ValueError: a fold is left without test videos once the labelled videos are kept in training.
@@ -204,10 +205,11 @@ def probe(
         x = np.asarray(x, dtype=np.float32)
         lin_pred = np.full(len(y), -1, dtype=np.int64)
         knn_pred = np.full(len(y), -1, dtype=np.int64)
-        lin_acc, knn_acc, converged = [], [], True
+        lin_acc, knn_acc, used_C, converged = [], [], [], True
         for train, test in masks:
             model, ok = fit_linear(x[train], y[train], C, max_iter, groups=features.groups[train])
             converged &= ok
+            used_C.append(float(model[-1].C))
             lin_pred[test] = model.predict(x[test])
             knn_pred[test] = knn_predict(x[train], y[train], x[test], k=k, num_classes=n_classes)
             lin_acc.append(float(np.mean(lin_pred[test] == y[test])))
@@ -220,6 +222,7 @@ def probe(
             "linear_frame_acc": float(np.mean(lin_pred[tested] == y[tested])),
             "linear_confusion": confusion(y[tested], lin_pred[tested], n_classes).tolist(),
             "linear_converged": bool(converged),
+            "linear_C": used_C,
             "knn_mean": float(np.mean(knn_acc)),
             "knn_std": float(np.std(knn_acc)),
             "knn_folds": knn_acc,
@@ -252,6 +255,9 @@ def format_table(result: dict) -> str:
             f"{pct(r['knn_mean'], r['knn_std']):>13}  {100 * r['linear_frame_acc']:>10.1f}  "
             f"{100 * r['linear_video_acc']:>9.1f}"
         )
+    if result["C"] is None:
+        lines.append("C of the linear probe, chosen per fold inside its training videos:")
+        lines += [f"  {name:<8}{', '.join(f'{c:g}' for c in r['linear_C'])}" for name, r in result["levels"].items()]
     if "label_overlap" in result:
         lines.append(overlap_line(result))
     if not all(r["linear_converged"] for r in result["levels"].values()):
